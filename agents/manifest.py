@@ -1,0 +1,183 @@
+"""The agent manifest (``agent.yaml``): what an agent author declares.
+
+Parsed into pydantic models so that every problem is reported with the path of the offending
+field (``capabilities.0.input_schema: ...``). This module is imported by the control plane and
+the CLI; it is *not* needed inside agent images (see ``agents._helper``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
+CAPABILITY_RE = r"^[a-z][a-z0-9_-]{0,62}$"
+SECRET_RE = r"^[A-Z][A-Z0-9_]{0,62}$"
+# Semantic version without build metadata; pre-release tags allowed (1.2.0-rc.1).
+VERSION_RE = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$"
+
+
+class Risk(enum.IntEnum):
+    """Declared or effective risk; ordered so that ``max()`` gives the stronger one."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, value: str | Risk) -> Risk:
+        if isinstance(value, Risk):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise ValueError(f"unknown risk {value!r}; expected low, medium, high or critical") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsSpec(_Strict):
+    """Resource limits for one run. Any field left out takes the deployment default."""
+
+    memory_mib: int | None = Field(default=None, ge=16, le=65536)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+    pids: int | None = Field(default=None, ge=4, le=4096)
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    output_kib: int | None = Field(default=None, ge=1, le=65536)
+    log_kib: int | None = Field(default=None, ge=1, le=65536)
+
+
+class ManifestLimits(_Strict):
+    default: LimitsSpec = LimitsSpec()
+    max: LimitsSpec = LimitsSpec()
+
+
+class Permissions(_Strict):
+    """What runs of this agent may ask for. Asking raises the run's effective risk."""
+
+    network: bool = False
+    secrets: tuple[str, ...] = ()
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not re.match(SECRET_RE, name):
+                raise ValueError(f"secret name {name!r} must match {SECRET_RE}")
+        if len(set(v)) != len(v):
+            raise ValueError("secret names must be unique")
+        return v
+
+
+def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise ValueError(f"not a valid JSON Schema: {e.message}") from None
+    return schema
+
+
+class Capability(_Strict):
+    name: str = Field(pattern=CAPABILITY_RE)
+    description: str = Field(default="", max_length=2000)
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+    _v_in = field_validator("input_schema")(classmethod(lambda cls, v: _check_schema(v)))
+    _v_out = field_validator("output_schema")(classmethod(lambda cls, v: _check_schema(v)))
+
+
+class BuildSpec(_Strict):
+    context: str = "."
+    containerfile: str = "Containerfile"
+
+
+class Manifest(_Strict):
+    """A parsed, validated ``agent.yaml``."""
+
+    name: str = Field(pattern=NAME_RE)
+    version: str = Field(pattern=VERSION_RE)
+    description: str = Field(default="", max_length=4000)
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    build: BuildSpec | None = None
+    entrypoint: tuple[str, ...] | None = None
+    risk: Risk = Risk.LOW
+    permissions: Permissions = Permissions()
+    limits: ManifestLimits = ManifestLimits()
+    capabilities: tuple[Capability, ...] = Field(min_length=1)
+
+    @field_validator("risk", mode="before")
+    @classmethod
+    def _risk(cls, v: Any) -> Risk:
+        return Risk.parse(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.image is None and self.build is None:
+            raise ValueError("one of 'image' or 'build' is required")
+        names = [c.name for c in self.capabilities]
+        if len(set(names)) != len(names):
+            raise ValueError("capabilities: names must be unique")
+        d, m = self.limits.default, self.limits.max
+        for field in LimitsSpec.model_fields:
+            dv, mv = getattr(d, field), getattr(m, field)
+            if dv is not None and mv is not None and dv > mv:
+                raise ValueError(f"limits.default.{field} ({dv}) exceeds limits.max.{field} ({mv})")
+        return self
+
+    def capability(self, name: str) -> Capability | None:
+        return next((c for c in self.capabilities if c.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ManifestError(ValueError):
+    """Raised when a manifest cannot be parsed; ``field`` names the first offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate a decoded manifest document. Raises ``ManifestError`` naming the field."""
+    if not isinstance(data, dict):
+        raise ManifestError("", "manifest must be a mapping")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ManifestError(loc or "manifest", msg) from None
+
+
+def load_manifest_text(text: str) -> Manifest:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ManifestError("", f"not valid YAML: {e}") from None
+    return parse_manifest(data)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load ``agent.yaml`` (or the ``agent.yaml`` inside a folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "agent.yaml"
+    return load_manifest_text(p.read_text())

@@ -1,0 +1,1 @@
+"""Generated protobuf code (package airlock.v1)."""
