@@ -14,7 +14,15 @@ from typing import Any
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 CAPABILITY_RE = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -123,6 +131,10 @@ class Manifest(_Strict):
     @classmethod
     def _risk(cls, v: Any) -> Risk:
         return Risk.parse(v)
+
+    @field_serializer("risk")
+    def _risk_label(self, v: Risk) -> str:
+        return v.label
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -49,7 +49,9 @@ def apt_mirror(root: Path = Path("/")) -> str:
         except OSError:
             continue
         if f.suffix == ".sources":
-            uris += [u for m in re.finditer(r"(?im)^URIs:\s*(.+)$", text) for u in m.group(1).split()]
+            uris += [
+                u for m in re.finditer(r"(?im)^URIs:\s*(.+)$", text) for u in m.group(1).split()
+            ]
         else:
             for line in text.splitlines():
                 # deb [options] URI suite components...

@@ -1,0 +1,134 @@
+"""The control-plane process: store, services, gRPC server, background sweeps, ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from server.domain.policy import Policy
+from server.services.admin import AdminService
+from server.services.approvals import ApprovalService
+from server.services.clock import Clock, utcnow
+from server.services.registry import RegistryService
+from server.services.runs import RunService
+from server.settings import ServerSettings
+from server.store import Store, make_engine
+from server.store.migrate import upgrade
+from server.store.notify import Notifier, PgListener
+from server.transport.grpc_server import build_server, set_serving
+from server.transport.handlers import Services
+
+log = logging.getLogger(__name__)
+
+
+def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
+                   clock: Clock = utcnow) -> Services:
+    return Services(
+        registry=RegistryService(store, clock=clock),
+        runs=RunService(store, policy, clock=clock, max_input_bytes=settings.max_input_bytes,
+                        max_attempts=settings.max_attempts,
+                        watch_poll_seconds=settings.watch_poll_seconds),
+        approvals=ApprovalService(store, clock=clock, watch_poll_seconds=settings.watch_poll_seconds),
+        admin=AdminService(store, clock=clock, auth_cache_seconds=settings.auth_cache_seconds,
+                           lease_seconds=settings.lease_seconds),
+    )
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+class ControlPlane:
+    """Start with ``await cp.start()``, stop with ``await cp.stop()`` (idempotent)."""
+
+    def __init__(self, settings: ServerSettings, *, policy: Policy | None = None,
+                 clock: Clock = utcnow) -> None:
+        self.settings = settings
+        self.policy = policy or (Policy.load(settings.policy_file) if settings.policy_file else Policy())
+        self.clock = clock
+        self.url = settings.database_url.get_secret_value()
+        self.admin_token: str | None = None
+        self.grpc_port: int = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    async def start(self) -> None:
+        ensure_sqlite_dir(self.url)
+        if self.settings.migrate_on_start:
+            await asyncio.to_thread(upgrade, self.url)
+        notifier = Notifier()
+        self.store = Store(make_engine(url=self.url), notifier)
+        self.services = build_services(self.store, self.settings, self.policy, clock=self.clock)
+        self._listener: PgListener | None = None
+        if self.store.dialect == "postgresql":
+            from server.store.engine import sync_url
+
+            self._listener = PgListener(sync_url(self.url), notifier)
+            self._listener.start()
+        self.admin_token = await self.services.admin.ensure_first_admin()
+        if self.admin_token and self.settings.admin_token_file:
+            self._write_token(self.settings.admin_token_file, self.admin_token)
+        self.server, self.health = build_server(self.services,
+                                                max_message_bytes=self.settings.max_message_bytes)
+        self.grpc_port = self._bind()
+        await self.server.start()
+        await set_serving(self.health, True)
+        # Expire overdue approvals now (correct after a restart), then keep sweeping.
+        await self.services.approvals.expire_due()
+        self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
+        log.info("gRPC listening on %s", self.grpc_address)
+
+    @property
+    def grpc_address(self) -> str:
+        host = self.settings.grpc_listen.rpartition(":")[0]
+        return f"{host}:{self.grpc_port}"
+
+    def _bind(self) -> int:
+        addr = self.settings.grpc_listen
+        s = self.settings
+        if s.tls_cert_file and s.tls_key_file:
+            import grpc
+
+            creds = grpc.ssl_server_credentials([(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())])
+            return self.server.add_secure_port(addr, creds)
+        return self.server.add_insecure_port(addr)
+
+    @staticmethod
+    def _write_token(path: Path, token: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.expiry_sweep_seconds)
+            try:
+                n = await self.services.approvals.expire_due()
+                if n:
+                    log.info("expired %d approval(s)", n)
+            except Exception:  # a database blip must not end the sweeper
+                log.exception("approval expiry sweep failed")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Health NOT_SERVING -> stop gRPC with grace -> cancel tasks -> close the database."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await set_serving(self.health, False)
+        await self.server.stop(grace)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._listener is not None:
+            await self._listener.stop()
+        await self.store.dispose()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,147 @@
+"""Domain errors. They know nothing of gRPC: ``server.transport.errors`` maps groups to codes.
+
+Each concrete error says in its docstring when it is raised and builds its own message.
+"""
+
+from __future__ import annotations
+
+
+class AirlockError(Exception):
+    """Root of every error Airlock reports to a caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- meaning groups (one gRPC code each) ------------------------------------------------------
+
+
+class InvalidArgument(AirlockError):
+    """The request is malformed; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(AirlockError):
+    """The named thing does not exist (or the caller may not know it does)."""
+
+
+class AlreadyExists(AirlockError):
+    """Creating something that exists, with different content."""
+
+
+class FailedPrecondition(AirlockError):
+    """The request is valid but the system is not in a state that allows it."""
+
+
+class PermissionDenied(AirlockError):
+    """The caller is known but may not do this."""
+
+
+class Unauthenticated(AirlockError):
+    """No valid credentials were presented."""
+
+
+class ResourceExhausted(AirlockError):
+    """A size or rate limit was hit."""
+
+
+class Unavailable(AirlockError):
+    """A dependency is down; retrying later may work."""
+
+
+# --- concrete errors --------------------------------------------------------------------------
+
+
+class AgentNotFound(NotFound):
+    """Raised when an agent (or a version of it) is not registered."""
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = f"agent {name!r}" if version is None else f"agent {name!r} version {version!r}"
+        super().__init__(f"{what} not found")
+        self.name, self.version = name, version
+
+
+class VersionExists(AlreadyExists):
+    """Raised when registering a version that exists with a different manifest (immutable)."""
+
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(
+            f"agent {name!r} version {version!r} is already registered with a different "
+            "manifest; versions are immutable, register a new version"
+        )
+
+
+class VersionDeprecated(FailedPrecondition):
+    """Raised when submitting a run to a deprecated version."""
+
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(f"agent {name!r} version {version!r} is deprecated; it takes no new runs")
+
+
+class RunNotFound(NotFound):
+    """Raised when a run id is unknown."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found")
+        self.run_id = run_id
+
+
+class ApprovalNotFound(NotFound):
+    """Raised when a run has no approval request."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} has no approval request")
+        self.run_id = run_id
+
+
+class IdempotencyConflict(AlreadyExists):
+    """Raised when an idempotency key is reused with a different request."""
+
+    def __init__(self, key: str, run_id: str) -> None:
+        super().__init__(
+            f"idempotency_key {key!r} was already used for a different request (run {run_id})"
+        )
+        self.run_id = run_id
+
+
+class IllegalTransition(FailedPrecondition):
+    """Raised when a run cannot move from its state to the requested one."""
+
+    def __init__(self, run_id: str, current: str, target: str) -> None:
+        super().__init__(f"run {run_id} is {current}; it cannot become {target}")
+        self.run_id, self.current, self.target = run_id, current, target
+
+
+class SelfApprovalRefused(PermissionDenied):
+    """Raised when a submitter tries to decide on its own run."""
+
+    def __init__(self, run_id: str, principal: str) -> None:
+        super().__init__(f"{principal} submitted run {run_id} and cannot decide on it")
+        self.run_id, self.principal = run_id, principal
+
+
+class AlreadyDecided(FailedPrecondition):
+    """Raised when an approver decides twice on the same run."""
+
+    def __init__(self, run_id: str, principal: str) -> None:
+        super().__init__(f"{principal} has already decided on run {run_id}")
+
+
+class ApprovalClosed(FailedPrecondition):
+    """Raised when deciding on an approval that is no longer pending (decided or expired)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"the approval of run {run_id} is {status}; it takes no more decisions")
+        self.status = status
+
+
+class KeyNotFound(NotFound):
+    """Raised when an API key id is unknown."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id!r} not found")

@@ -1,0 +1,160 @@
+"""Plain, frozen records the services hand around (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from agents.limits import Limits
+from agents.manifest import Manifest, Risk
+from server.domain.principal import Role
+from server.domain.states import RunState
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentVersion:
+    agent: str
+    version: str
+    image: str
+    image_digest: str
+    risk: Risk
+    manifest: Manifest
+    deprecated: bool
+    deprecation_reason: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    name: str
+    description: str
+    created_at: datetime
+    versions: tuple[str, ...]  # oldest first
+    latest_version: str  # newest non-deprecated, "" if none
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    agent: str
+    version: str
+    capability: str
+    state: RunState
+    reason: str
+    effective_risk: Risk
+    risk_reasons: tuple[str, ...]
+    submitter: str
+    submitter_key_id: str
+    idempotency_key: str | None
+    request_hash: str
+    input_json: str
+    network: bool
+    secrets: tuple[str, ...]
+    limits: Limits
+    image: str
+    entrypoint: tuple[str, ...] | None
+    output_schema: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    last_seq: int
+    traceparent: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    executor_id: str | None
+    exit_code: int | None
+    peak_memory_bytes: int | None
+    duration_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run: Run
+    output_json: str | None
+    error_code: str
+    error_message: str
+    logs: bytes
+    logs_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    id: int  # global outbox order
+    run_id: str
+    seq: int
+    state: RunState
+    previous_state: RunState | None
+    reason: str
+    attempt: int
+    actor: str
+    agent: str
+    version: str
+    capability: str
+    traceparent: str
+    created_at: datetime
+    published_at: datetime | None = None
+
+    @property
+    def event_id(self) -> str:
+        """Stable id, also the NATS message id used for de-duplication."""
+        return f"{self.run_id}.{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approver: str
+    verdict: str  # "approve" | "reject"
+    reason: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    run_id: str
+    status: str  # pending | approved | rejected | expired | cancelled
+    required: int
+    created_at: datetime
+    expires_at: datetime
+    closed_at: datetime | None
+    version: int
+    updated_at: datetime
+    decisions: tuple[Decision, ...]
+
+    @property
+    def approvals(self) -> int:
+        return sum(1 for d in self.decisions if d.verdict == "approve")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    owner: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorInfo:
+    id: str
+    host: str
+    runtime: str
+    slots: int
+    slots_in_use: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None

@@ -1,0 +1,1 @@
+"""Domain services: one method per operation, transport-free. They open the transactions."""

@@ -1,0 +1,119 @@
+"""API keys (hash only), authentication, and the executor fleet."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import timedelta
+
+from server.domain.errors import InvalidArgument, KeyNotFound, Unauthenticated
+from server.domain.models import ApiKey, ExecutorInfo
+from server.domain.principal import Principal, Role
+from server.ids import new_key_id
+from server.services.clock import Clock, utcnow
+from server.services.validation import require
+from server.store.store import Store
+
+OWNER_RE = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$"
+
+
+def hash_secret(secret: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class AdminService:
+    def __init__(self, store: Store, *, clock: Clock = utcnow, auth_cache_seconds: float = 5.0,
+                 lease_seconds: float = 30.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.auth_cache_seconds = auth_cache_seconds
+        self.lease_seconds = lease_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def create_key(self, by: str, owner: str, role: Role) -> tuple[ApiKey, str]:
+        """Returns the key and its token; the token is not stored and cannot be shown again."""
+        require("owner", owner, pattern=OWNER_RE, max_len=200)
+        key_id = new_key_id()
+        secret = secrets.token_urlsafe(32)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            key = await tx.insert_key(key_id=key_id, owner=owner, role=role,
+                                      secret_hash=hash_secret(secret), now=now)
+            await tx.audit(actor=by, action="key.create", target=key_id, now=now,
+                           details={"owner": owner, "role": role.value})
+        return key, f"{key_id}.{secret}"
+
+    async def ensure_first_admin(self) -> str | None:
+        """Create an admin key when there is none; returns its token (else None)."""
+        async with self.store.read() as tx:
+            if await tx.count_active_admin_keys():
+                return None
+        _, token = await self.create_key("system", "admin", Role.ADMIN)
+        return token
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self.store.read() as tx:
+            return await tx.list_keys()
+
+    async def revoke_key(self, by: str, key_id: str) -> ApiKey:
+        require("id", key_id, pattern=r"^key_[0-9a-z]{12}$", max_len=40)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            found = await tx.get_key_with_hash(key_id)
+            if found is None:
+                raise KeyNotFound(key_id)
+            await tx.revoke_key(key_id, now)
+            await tx.audit(actor=by, action="key.revoke", target=key_id, now=now)
+            found = await tx.get_key_with_hash(key_id)
+        self._cache.clear()
+        assert found is not None
+        return found[0]
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """Map a bearer token to a principal. Results are cached briefly (revocation lag)."""
+        if not token:
+            raise Unauthenticated("missing bearer token (authorization: Bearer <key>)")
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+        else:
+            principal = await self._lookup(token)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (now + self.auth_cache_seconds, principal)
+        if principal is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return principal
+
+    async def _lookup(self, token: str) -> Principal | None:
+        key_id, _, secret = token.partition(".")
+        if not secret or not key_id.startswith("key_") or len(key_id) > 40:
+            return None
+        async with self.store.read() as tx:
+            found = await tx.get_key_with_hash(key_id)
+        if found is None:
+            return None
+        key, stored = found
+        if key.revoked_at is not None or not hmac.compare_digest(stored, hash_secret(secret)):
+            return None
+        return Principal(key_id=key.id, owner=key.owner, role=key.role)
+
+    async def list_executors(self) -> list[tuple[ExecutorInfo, bool]]:
+        """Executors with a health flag (heartbeat within the lease timeout, not stopped)."""
+        now = self.clock()
+        async with self.store.read() as tx:
+            rows = await tx.list_executors()
+        limit = timedelta(seconds=self.lease_seconds)
+        return [(e, e.stopped_at is None and now - e.heartbeat_at <= limit) for e in rows]
+
+
+def parse_role(field: str, value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown role {value!r}; one of "
+                              f"{', '.join(r.value for r in Role)}") from None

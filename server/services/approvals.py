@@ -1,0 +1,174 @@
+"""Risk-based approvals: quorum of distinct approvers, expiry, no self-approval, audited."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from server.domain.errors import (
+    AlreadyDecided,
+    ApprovalClosed,
+    ApprovalNotFound,
+    InvalidArgument,
+    RunNotFound,
+    SelfApprovalRefused,
+)
+from server.domain.models import Approval, Page, Run
+from server.domain.principal import Principal
+from server.domain.states import RunState
+from server.services.clock import Clock, utcnow
+from server.services.runs import RUN_ID_RE
+from server.services.validation import check, page_size, require
+from server.store.notify import APPROVALS
+from server.store.store import Store, Tx, decode_token, encode_token
+
+log = logging.getLogger(__name__)
+STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    approval: Approval
+    run: Run
+
+
+class ApprovalService:
+    def __init__(self, store: Store, *, clock: Clock = utcnow, watch_poll_seconds: float = 1.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.watch_poll_seconds = watch_poll_seconds
+
+    async def _views(self, tx: Tx, approvals: Sequence[Approval]) -> list[ApprovalView]:
+        runs = await tx.get_runs([a.run_id for a in approvals])
+        return [ApprovalView(a, runs[a.run_id]) for a in approvals if a.run_id in runs]
+
+    async def list(self, who: Principal, *, statuses: Sequence[str], actionable_only: bool,
+                   size: int, token: str) -> Page[ApprovalView]:
+        n = page_size(size)
+        for i, s in enumerate(statuses):
+            if s not in STATUSES:
+                raise InvalidArgument(f"statuses[{i}]", f"unknown status {s!r}")
+        try:
+            after = decode_token(token)
+        except ValueError as e:
+            raise InvalidArgument("page_token", str(e)) from None
+        async with self.store.read() as tx:
+            items = await tx.list_approvals(
+                statuses=list(statuses) or ["pending"], after_run_id=after, limit=n + 1,
+                not_submitted_by=who.owner if actionable_only else "",
+                not_decided_by=who.owner if actionable_only else "")
+            views = await self._views(tx, items[:n])
+        return Page(views, encode_token(items[n - 1].run_id) if len(items) > n else "")
+
+    async def get(self, run_id: str) -> ApprovalView:
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        async with self.store.read() as tx:
+            a = await tx.get_approval(run_id)
+            if a is None:
+                raise ApprovalNotFound(run_id)
+            return (await self._views(tx, [a]))[0]
+
+    async def approve(self, who: Principal, run_id: str, reason: str) -> ApprovalView:
+        return await self._decide(who, run_id, "approve", reason)
+
+    async def reject(self, who: Principal, run_id: str, reason: str) -> ApprovalView:
+        if not reason.strip():
+            raise InvalidArgument("reason", "is required to reject")
+        return await self._decide(who, run_id, "reject", reason)
+
+    async def _decide(self, who: Principal, run_id: str, verdict: str, reason: str) -> ApprovalView:
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        check("reason", reason, max_len=2000)
+        now = self.clock()
+        expired = False
+        async with self.store.transaction() as tx:
+            # Lock order (approval, then run) is the same everywhere: no deadlocks.
+            a = await tx.get_approval(run_id, lock=True)
+            if a is None:
+                raise (ApprovalNotFound(run_id) if await tx.get_run(run_id) else RunNotFound(run_id))
+            run = await tx.get_run(run_id, lock=True)
+            assert run is not None
+            if a.status == "pending" and now >= a.expires_at:
+                await self._expire(tx, a, run, now)  # committed below, then refused
+                expired = True
+            elif a.status != "pending":
+                raise ApprovalClosed(run_id, a.status)
+            elif run.submitter == who.owner:
+                log.warning("self-approval refused: %s on %s", who.owner, run_id)
+                raise SelfApprovalRefused(run_id, who.owner)
+            elif not await tx.add_decision(run_id, approver=who.owner, key_id=who.key_id,
+                                           verdict=verdict, reason=reason, now=now):
+                raise AlreadyDecided(run_id, who.owner)
+            else:
+                await tx.audit(actor=who.owner, action=f"approval.{verdict}", target=run_id, now=now,
+                               details={"reason": reason})
+                a = await tx.get_approval(run_id)
+                assert a is not None
+                if verdict == "reject":
+                    await tx.close_approval(run_id, "rejected", now)
+                    await tx.transition(run, RunState.REJECTED, reason=f"rejected by {who.owner}: {reason}",
+                                        actor=who.owner, now=now)
+                elif a.approvals >= a.required:
+                    approvers = ", ".join(d.approver for d in a.decisions if d.verdict == "approve")
+                    await tx.close_approval(run_id, "approved", now)
+                    await tx.transition(run, RunState.QUEUED, reason=f"approved by {approvers}",
+                                        actor=who.owner, now=now)
+            a = await tx.get_approval(run_id)
+            view = (await self._views(tx, [a]))[0] if a else None
+        if expired:
+            raise ApprovalClosed(run_id, "expired")
+        assert view is not None
+        return view
+
+    @staticmethod
+    async def _expire(tx: Tx, a: Approval, run: Run, now: datetime) -> None:
+        await tx.close_approval(a.run_id, "expired", now)
+        await tx.transition(run, RunState.EXPIRED, actor="system", now=now,
+                            reason=f"no decision before {a.expires_at.isoformat()}")
+        await tx.audit(actor="system", action="approval.expire", target=a.run_id, now=now,
+                       details={"expires_at": a.expires_at.isoformat(), "approvals": a.approvals,
+                                "required": a.required})
+
+    async def expire_due(self) -> int:
+        """Expire every pending approval past its deadline; safe to run from several processes."""
+        total = 0
+        while True:
+            now = self.clock()
+            async with self.store.transaction() as tx:
+                due = await tx.due_approvals(now)
+                for run_id in due:
+                    a = await tx.get_approval(run_id, lock=True)
+                    run = await tx.get_run(run_id, lock=True)
+                    if a is None or run is None or a.status != "pending":
+                        continue
+                    await self._expire(tx, a, run, now)
+                    total += 1
+            if len(due) < 100:
+                return total
+
+    async def watch(self, who: Principal) -> AsyncIterator[ApprovalView]:
+        """Every pending approval, then each change (any status) as it is committed."""
+        notifier = self.store.notifier
+        seen: dict[str, int] = {}
+        token = notifier.token(APPROVALS)
+        since = self.clock()
+        async with self.store.read() as tx:
+            pending = await tx.list_approvals(statuses=["pending"], after_run_id="", limit=1000)
+            views = await self._views(tx, pending)
+        for v in views:
+            seen[v.approval.run_id] = v.approval.version
+            yield v
+        while True:
+            await notifier.wait(token, self.watch_poll_seconds)
+            token = notifier.token(APPROVALS)
+            # Re-read a little behind `since`: clocks of several writers are not in lockstep.
+            async with self.store.read() as tx:
+                changed = await tx.approvals_updated_since(since - timedelta(seconds=5))
+                fresh = [a for a in changed if seen.get(a.run_id, -1) < a.version]
+                views = await self._views(tx, fresh)
+            for v in views:
+                seen[v.approval.run_id] = v.approval.version
+                since = max(since, v.approval.updated_at)
+                yield v

@@ -1,0 +1,106 @@
+"""Registry rules: versions are immutable, deprecated versions take no runs, all audited."""
+
+from __future__ import annotations
+
+import json
+
+from agents.manifest import NAME_RE, VERSION_RE, ManifestError, load_manifest_text
+from server.domain.errors import AgentNotFound, InvalidArgument, VersionExists
+from server.domain.models import Agent, AgentVersion, Page
+from server.domain.principal import Principal
+from server.services.clock import Clock, utcnow
+from server.services.validation import check, page_size, require
+from server.store.store import Store, decode_token, encode_token
+
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+class RegistryService:
+    def __init__(self, store: Store, *, clock: Clock = utcnow) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def register(self, who: Principal, manifest_text: str, image_digest: str = "") -> AgentVersion:
+        """Register a version; registering the identical manifest again returns it unchanged."""
+        if len(manifest_text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
+            raise InvalidArgument("manifest", f"is larger than {MAX_MANIFEST_BYTES} bytes")
+        if not manifest_text.strip():
+            raise InvalidArgument("manifest", "is required")
+        check("image_digest", image_digest, pattern=r"^[a-z0-9]+:[a-f0-9]{32,128}$", max_len=200)
+        try:
+            manifest = load_manifest_text(manifest_text)
+        except ManifestError as e:
+            raise InvalidArgument(f"manifest.{e.field}" if e.field else "manifest", e.message) from None
+        if manifest.image is None:
+            raise InvalidArgument("manifest.image", "is required to register (build the image first)")
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            existing = await tx.get_version(manifest.name, manifest.version)
+            if existing is not None:
+                same = json.dumps(existing.manifest.to_json(), sort_keys=True) == json.dumps(
+                    manifest.to_json(), sort_keys=True)
+                if same and existing.image_digest == image_digest:
+                    return existing
+                raise VersionExists(manifest.name, manifest.version)
+            if await tx.get_agent(manifest.name) is None:
+                await tx.insert_agent(name=manifest.name, description=manifest.description,
+                                      by=who.owner, now=now)
+            else:
+                await tx.update_agent_description(manifest.name, manifest.description)
+            version = AgentVersion(
+                agent=manifest.name, version=manifest.version, image=manifest.image,
+                image_digest=image_digest, risk=manifest.risk, manifest=manifest,
+                deprecated=False, deprecation_reason="", created_at=now, created_by=who.owner)
+            await tx.insert_version(version)
+            await tx.audit(actor=who.owner, action="agent.version.register",
+                           target=f"{manifest.name}@{manifest.version}", now=now,
+                           details={"image": manifest.image, "digest": image_digest,
+                                    "risk": manifest.risk.label})
+        return version
+
+    async def get_agent(self, name: str) -> tuple[Agent, list[AgentVersion]]:
+        require("name", name, pattern=NAME_RE, max_len=63)
+        async with self.store.read() as tx:
+            agent = await tx.get_agent(name)
+            if agent is None:
+                raise AgentNotFound(name)
+            return agent, await tx.list_versions(name)
+
+    async def get_version(self, name: str, version: str) -> AgentVersion:
+        require("name", name, pattern=NAME_RE, max_len=63)
+        check("version", version, pattern=VERSION_RE, max_len=64)
+        async with self.store.read() as tx:
+            v = await tx.get_version(name, version)
+        if v is None:
+            raise AgentNotFound(name, version or None)
+        return v
+
+    async def list_agents(self, *, size: int, token: str, prefix: str) -> Page[Agent]:
+        n = page_size(size)
+        check("name_prefix", prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
+        try:
+            after = decode_token(token)
+        except ValueError as e:
+            raise InvalidArgument("page_token", str(e)) from None
+        async with self.store.read() as tx:
+            items = await tx.list_agents(prefix=prefix, after=after, limit=n + 1)
+        more = len(items) > n
+        items = items[:n]
+        return Page(items, encode_token(items[-1].name) if more else "")
+
+    async def deprecate(self, who: Principal, name: str, version: str, reason: str) -> AgentVersion:
+        require("name", name, pattern=NAME_RE, max_len=63)
+        require("version", version, pattern=VERSION_RE, max_len=64)
+        check("reason", reason, max_len=2000)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            v = await tx.get_version(name, version)
+            if v is None:
+                raise AgentNotFound(name, version)
+            if not v.deprecated:
+                await tx.deprecate_version(name, version, reason)
+                await tx.audit(actor=who.owner, action="agent.version.deprecate",
+                               target=f"{name}@{version}", now=now, details={"reason": reason})
+            v = await tx.get_version(name, version)
+        assert v is not None
+        return v

@@ -1,0 +1,268 @@
+"""Run submission, inspection, cancellation and watching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from agents.limits import CEILING_LIMITS, DEFAULT_LIMITS, Limits
+from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE, LimitsSpec
+from server.domain.errors import (
+    AgentNotFound,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidArgument,
+    PermissionDenied,
+    RunNotFound,
+    VersionDeprecated,
+)
+from server.domain.models import Page, Run, RunEvent, RunResult
+from server.domain.policy import Policy, assess
+from server.domain.principal import Principal, Role
+from server.domain.states import RunState
+from server.ids import new_run_id
+from server.services.clock import Clock, utcnow
+from server.services.validation import check, page_size, parse_json, require
+from server.store.notify import RUN_EVENTS
+from server.store.store import Duplicate, Store, decode_token, encode_token
+
+RUN_ID_RE = r"^run_[0-9a-z]{26}$"
+IDEMPOTENCY_RE = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
+MAX_LOG_BYTES_RETURNED = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    agent: str
+    capability: str
+    input_json: str
+    version: str = ""
+    idempotency_key: str = ""
+    network: bool = False
+    secrets: tuple[str, ...] = ()
+    limits: dict[str, float] | None = None  # only the fields the caller set
+    traceparent: str = ""
+
+
+def resolve_limits(req: dict[str, float] | None, default: LimitsSpec, maximum: LimitsSpec,
+                   ) -> tuple[Limits, Limits]:
+    """(limits for the run, the version's defaults); ``InvalidArgument`` names the field."""
+    base = DEFAULT_LIMITS.overlay(default)
+    ceiling = CEILING_LIMITS.overlay(maximum)
+    try:
+        spec = LimitsSpec.model_validate(req or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise InvalidArgument(f"limits.{loc}", err["msg"]) from None
+    wanted = base.overlay(spec)
+    for name in wanted.exceeds(ceiling):
+        raise InvalidArgument(f"limits.{name}", f"{getattr(wanted, name)} exceeds this agent's "
+                              f"maximum {getattr(ceiling, name)}")
+    return wanted, base
+
+
+def request_hash(req: SubmitRequest, parsed_input: Any) -> str:
+    doc = {"agent": req.agent, "version": req.version, "capability": req.capability,
+           "input": parsed_input, "network": req.network, "secrets": sorted(req.secrets),
+           "limits": req.limits or {}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def schema_error(e: jsonschema.ValidationError) -> str:
+    return f"at {e.json_path}: {e.message[:300]}"
+
+
+class RunService:
+    def __init__(self, store: Store, policy: Policy, *, clock: Clock = utcnow,
+                 max_input_bytes: int = 256 * 1024, max_attempts: int = 3,
+                 watch_poll_seconds: float = 1.0) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.max_input_bytes = max_input_bytes
+        self.max_attempts = max_attempts
+        self.watch_poll_seconds = watch_poll_seconds
+
+    def _validate(self, req: SubmitRequest) -> Any:
+        require("agent", req.agent, pattern=NAME_RE, max_len=63)
+        check("version", req.version, pattern=VERSION_RE, max_len=64)
+        require("capability", req.capability, pattern=CAPABILITY_RE, max_len=63)
+        check("idempotency_key", req.idempotency_key, pattern=IDEMPOTENCY_RE, max_len=200)
+        for i, name in enumerate(req.secrets):
+            require(f"secrets[{i}]", name, pattern=SECRET_RE, max_len=63)
+        if len(set(req.secrets)) != len(req.secrets):
+            raise InvalidArgument("secrets", "names must be unique")
+        check("traceparent", req.traceparent, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+              max_len=100)
+        return parse_json("input_json", req.input_json, max_bytes=self.max_input_bytes)
+
+    async def submit(self, who: Principal, req: SubmitRequest) -> tuple[Run, bool]:
+        """Create a run (or return the one with the same idempotency key). -> (run, deduplicated)."""
+        payload = self._validate(req)
+        digest = request_hash(req, payload)
+        if req.idempotency_key:
+            async with self.store.read() as tx:
+                existing = await tx.find_run_by_idempotency_key(who.owner, req.idempotency_key)
+            if existing is not None:
+                return self._dedupe(existing, req.idempotency_key, digest)
+        async with self.store.read() as tx:
+            version = await tx.get_version(req.agent, req.version)
+        if version is None:
+            raise AgentNotFound(req.agent, req.version or None)
+        if version.deprecated:
+            raise VersionDeprecated(req.agent, version.version)
+        m = version.manifest
+        cap = m.capability(req.capability)
+        if cap is None:
+            raise InvalidArgument("capability", f"{req.agent}@{version.version} has no capability "
+                                  f"{req.capability!r}; it has {', '.join(c.name for c in m.capabilities)}")
+        err = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(cap.input_schema).iter_errors(payload))
+        if err is not None:
+            raise InvalidArgument("input_json", f"does not match the input schema {schema_error(err)}")
+        if req.network and not m.permissions.network:
+            raise InvalidArgument("network", f"{req.agent}@{version.version} does not permit network egress")
+        for i, name in enumerate(req.secrets):
+            if name not in m.permissions.secrets:
+                raise InvalidArgument(f"secrets[{i}]", f"{req.agent}@{version.version} does not "
+                                      f"declare secret {name!r}")
+        limits, default = resolve_limits(req.limits, m.limits.default, m.limits.max)
+        risk = assess(version.risk, network=req.network, secrets=req.secrets, limits=limits,
+                      default=default)
+        rule = self.policy.rule_for(risk.risk)
+        now = self.clock()
+        pending = rule.approvals > 0
+        state = RunState.PENDING_APPROVAL if pending else RunState.QUEUED
+        reason = (f"needs {rule.approvals} approval{'s' if rule.approvals > 1 else ''} "
+                  f"(risk {risk.risk.label})") if pending else f"auto-approved (risk {risk.risk.label})"
+        run_id = new_run_id()
+        values = dict(
+            id=run_id, agent_name=version.agent, version=version.version, capability=cap.name,
+            state=state.value, reason=reason, effective_risk=int(risk.risk),
+            risk_reasons=list(risk.reasons), submitter=who.owner, submitter_key_id=who.key_id,
+            idempotency_key=req.idempotency_key or None, request_hash=digest,
+            input_json=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+            network=req.network, secrets=list(req.secrets), limits=limits.as_dict(),
+            image=f"{version.image}@{version.image_digest}" if version.image_digest and "@" not in version.image
+            else version.image,
+            entrypoint=list(m.entrypoint) if m.entrypoint else None,
+            output_schema=cap.output_schema, attempt=0, max_attempts=self.max_attempts, last_seq=1,
+            traceparent=req.traceparent, created_at=now, updated_at=now, cancel_requested=False,
+        )
+        try:
+            async with self.store.transaction() as tx:
+                await tx.insert_run(values)
+                run = await tx.get_run(run_id)
+                assert run is not None
+                await tx.first_event(run, actor=who.owner, now=now)
+                if pending:
+                    await tx.insert_approval(run_id, required=rule.approvals, now=now,
+                                             expires_at=now + rule.expires_after)
+                await tx.audit(actor=who.owner, action="run.submit", target=run_id, now=now,
+                               details={"agent": f"{version.agent}@{version.version}",
+                                        "capability": cap.name, "risk": risk.risk.label,
+                                        "state": state.value})
+        except Duplicate:
+            # A concurrent submit with the same key won the race; answer as if we came second.
+            async with self.store.read() as tx:
+                existing = await tx.find_run_by_idempotency_key(who.owner, req.idempotency_key)
+            if existing is None:
+                raise
+            return self._dedupe(existing, req.idempotency_key, digest)
+        return run, False
+
+    @staticmethod
+    def _dedupe(existing: Run, key: str, digest: str) -> tuple[Run, bool]:
+        if existing.request_hash != digest:
+            raise IdempotencyConflict(key, existing.id)
+        return existing, True
+
+    async def get(self, run_id: str) -> Run:
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        async with self.store.read() as tx:
+            run = await tx.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def list(self, *, size: int, token: str, agent: str, states: Sequence[RunState],
+                   submitter: str) -> Page[Run]:
+        n = page_size(size)
+        check("agent", agent, pattern=NAME_RE, max_len=63)
+        check("submitter", submitter, max_len=200)
+        try:
+            before = decode_token(token)
+        except ValueError as e:
+            raise InvalidArgument("page_token", str(e)) from None
+        async with self.store.read() as tx:
+            items = await tx.list_runs(agent=agent, states=states, submitter=submitter,
+                                       before_id=before, limit=n + 1)
+        more = len(items) > n
+        items = items[:n]
+        return Page(items, encode_token(items[-1].id) if more else "")
+
+    async def cancel(self, who: Principal, run_id: str, reason: str) -> Run:
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        check("reason", reason, max_len=2000)
+        now = self.clock()
+        why = f"cancelled by {who.owner}" + (f": {reason}" if reason else "")
+        async with self.store.transaction() as tx:
+            run = await tx.get_run(run_id, lock=True)
+            if run is None:
+                raise RunNotFound(run_id)
+            if who.role is not Role.ADMIN and run.submitter != who.owner:
+                raise PermissionDenied(f"only the submitter or an admin may cancel run {run_id}")
+            if run.state.terminal:
+                raise IllegalTransition(run_id, run.state.value, RunState.CANCELLED.value)
+            if run.state is RunState.RUNNING:
+                # The executor holding the lease stops the sandbox and records CANCELLED.
+                await tx.set_cancel_requested(run_id, now)
+            else:
+                if run.state is RunState.PENDING_APPROVAL:
+                    await tx.close_approval(run_id, "cancelled", now)
+                run = await tx.transition(run, RunState.CANCELLED, reason=why, actor=who.owner, now=now)
+            await tx.audit(actor=who.owner, action="run.cancel", target=run_id, now=now,
+                           details={"reason": reason, "state": run.state.value})
+            fresh = await tx.get_run(run_id)
+        assert fresh is not None
+        return fresh
+
+    async def watch(self, run_id: str, from_seq: int) -> AsyncIterator[RunEvent]:
+        """Events from ``from_seq`` on; ends after the terminal event. Works without NATS."""
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        if from_seq < 0:
+            raise InvalidArgument("from_sequence", "must not be negative")
+        cursor = max(from_seq, 1)
+        notifier = self.store.notifier
+        await self.get(run_id)  # NOT_FOUND before the stream starts
+        while True:
+            token = notifier.token(RUN_EVENTS)
+            async with self.store.read() as tx:
+                events = await tx.events_since(run_id, cursor)
+                run = None if events else await tx.get_run(run_id)
+            for e in events:
+                yield e
+                cursor = e.seq + 1
+                if e.state.terminal:
+                    return
+            if run is not None and run.state.terminal and run.last_seq < cursor:
+                return  # asked to start after the terminal event
+            if not events:
+                await notifier.wait(token, self.watch_poll_seconds)
+
+    async def result(self, run_id: str) -> RunResult:
+        require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
+        async with self.store.read() as tx:
+            res = await tx.get_result(run_id)
+        if res is None:
+            raise RunNotFound(run_id)
+        if len(res.logs) > MAX_LOG_BYTES_RETURNED:
+            res = replace(res, logs=res.logs[-MAX_LOG_BYTES_RETURNED:], logs_truncated=True)
+        return res

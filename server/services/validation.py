@@ -1,0 +1,45 @@
+"""Request field checks shared by services; each failure names the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from server.domain.errors import InvalidArgument
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+def require(field: str, value: str, *, pattern: str | None = None, max_len: int = 200) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    return check(field, value, pattern=pattern, max_len=max_len)
+
+
+def check(field: str, value: str, *, pattern: str | None = None, max_len: int = 200) -> str:
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"is longer than {max_len} characters")
+    if value and pattern and not re.match(pattern, value):
+        raise InvalidArgument(field, f"must match {pattern}")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return value
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def parse_json(field: str, text: str, *, max_bytes: int) -> Any:
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(field, f"is larger than {max_bytes} bytes")
+    if not text:
+        raise InvalidArgument(field, "is required (JSON text)")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(field, f"is not valid JSON: {e}") from None

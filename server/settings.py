@@ -1,0 +1,64 @@
+"""Control-plane settings: environment variables with the ``AIRLOCK_`` prefix, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """Settings of ``airlock serve`` (and the control-plane part of ``airlock dev``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite:///airlock-data/airlock.db"),
+        description="postgresql://user@host:5432/db or sqlite:///path/to/file.db",
+    )
+    grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
+    http_listen: str = Field(default="127.0.0.1:8080", description="host:port of gRPC-Web and the UI")
+    policy_file: Path | None = Field(default=None, description="YAML risk policy (default: built-in)")
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                   description="largest request or response message accepted")
+    max_input_bytes: int = Field(default=256 * 1024, ge=1, description="largest run input (JSON)")
+    expiry_sweep_seconds: float = Field(default=1.0, gt=0, le=3600,
+                                        description="how often expired approvals are swept")
+    watch_poll_seconds: float = Field(default=1.0, gt=0, le=60,
+                                      description="fallback poll of WatchRun/WatchApprovals")
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=300,
+                                      description="how long a verified key is cached (revocation lag)")
+    lease_seconds: float = Field(default=15.0, gt=0, description="executor lease timeout")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="attempts before LOST")
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate: enables gRPC TLS")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key for TLS")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed for gRPC-Web")
+    admin_token_file: Path | None = Field(
+        default=None, description="where the first admin key is written (0600) at first start")
+    migrate_on_start: bool = Field(default=True, description="apply migrations at start-up")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint")
+
+    @field_validator("grpc_listen", "http_listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be host:port")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: SecretStr) -> SecretStr:
+        s = v.get_secret_value()
+        if not (s.startswith("postgresql") or s.startswith("sqlite")):
+            raise ValueError("must start with postgresql:// or sqlite://")
+        return v

@@ -1,0 +1,80 @@
+"""Wake-ups after commits: in-process always, and across processes through PostgreSQL NOTIFY.
+
+Watchers take a token *before* they query, then wait on it; a commit between the query and
+the wait still wakes them (no lost wake-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("airlock_run_events", "airlock_runs_queued", "airlock_approvals")
+RUN_EVENTS, RUNS_QUEUED, APPROVALS = CHANNELS
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def token(self, channel: str) -> asyncio.Event:
+        return self._events[channel]
+
+    def publish(self, channel: str) -> None:
+        ev = self._events.pop(channel, None)
+        if ev is not None:
+            ev.set()
+
+    @staticmethod
+    async def wait(token: asyncio.Event, timeout: float) -> bool:
+        """Wait for the token's channel to be published; False on timeout."""
+        try:
+            await asyncio.wait_for(token.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class PgListener:
+    """LISTENs on every channel over one dedicated connection and relays to a Notifier."""
+
+    def __init__(self, sync_url: str, notifier: Notifier) -> None:
+        # psycopg wants a libpq URL, without SQLAlchemy's "+psycopg" driver suffix.
+        self._dsn = sync_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self._notifier = notifier
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pg-listener")
+
+    async def _run(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+                    for ch in CHANNELS:
+                        await conn.execute(f"LISTEN {ch}")
+                    self.ready.set()
+                    # Anything committed while we were disconnected: wake everyone once.
+                    for ch in CHANNELS:
+                        self._notifier.publish(ch)
+                    async for n in conn.notifies():
+                        self._notifier.publish(n.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database restarted or the network blinked: retry
+                self.ready.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting", e)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,157 @@
+"""Domain records <-> protobuf messages. The only module that knows both shapes."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agents.limits import Limits
+from agents.manifest import LimitsSpec, Risk
+from airlock.v1 import admin_service_pb2 as admin_pb
+from airlock.v1 import agent_pb2, approval_pb2, run_pb2
+from server.domain.errors import InvalidArgument
+from server.domain.models import Agent, AgentVersion, ApiKey, ExecutorInfo, Run, RunEvent
+from server.domain.principal import Role
+from server.domain.states import RunState
+from server.services.approvals import ApprovalView
+
+INPUT_PREVIEW_CHARS = 4096
+
+_STATUS = {"pending": 1, "approved": 2, "rejected": 3, "expired": 4, "cancelled": 5}
+_STATUS_NAMES = {v: k for k, v in _STATUS.items()}
+_ROLES = {Role.ADMIN: 1, Role.SUBMITTER: 2, Role.APPROVER: 3, Role.VIEWER: 4, Role.EXECUTOR: 5}
+_ROLE_OF = {v: k for k, v in _ROLES.items()}
+_STATES = {s: getattr(run_pb2, f"RUN_STATE_{s.value}") for s in RunState}
+_STATE_OF = {v: k for k, v in _STATES.items()}
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def risk_pb(r: Risk) -> int:
+    return int(r)
+
+
+def state_pb(s: RunState | None) -> int:
+    return _STATES[s] if s is not None else run_pb2.RUN_STATE_UNSPECIFIED
+
+
+def state_from_pb(field: str, value: int) -> RunState:
+    if value not in _STATE_OF:
+        raise InvalidArgument(field, f"unknown run state {value}")
+    return _STATE_OF[value]
+
+
+def status_from_pb(field: str, value: int) -> str:
+    if value not in _STATUS_NAMES:
+        raise InvalidArgument(field, f"unknown approval status {value}")
+    return _STATUS_NAMES[value]
+
+
+def role_pb(r: Role) -> int:
+    return _ROLES[r]
+
+
+def role_from_pb(field: str, value: int) -> Role:
+    if value not in _ROLE_OF:
+        raise InvalidArgument(field, "is required (admin, submitter, approver, viewer or executor)")
+    return _ROLE_OF[value]
+
+
+def limits_pb(lim: Limits | LimitsSpec) -> agent_pb2.Limits:
+    d = {k: v for k, v in (lim.as_dict() if isinstance(lim, Limits) else lim.model_dump()).items()
+         if v is not None}
+    return agent_pb2.Limits(**d)
+
+
+def limits_from_pb(msg: agent_pb2.Limits) -> dict[str, float]:
+    """Only the fields the caller set (zero means unset)."""
+    out: dict[str, float] = {}
+    for f in msg.DESCRIPTOR.fields:
+        value = getattr(msg, f.name)
+        if value != 0:
+            out[f.name] = value
+    return out
+
+
+def version_pb(v: AgentVersion) -> agent_pb2.AgentVersion:
+    m = v.manifest
+    return agent_pb2.AgentVersion(
+        agent=v.agent, version=v.version, description=m.description, image=v.image,
+        image_digest=v.image_digest, entrypoint=list(m.entrypoint or ()), risk=risk_pb(v.risk),
+        network=m.permissions.network, secrets=list(m.permissions.secrets),
+        default_limits=limits_pb(m.limits.default), max_limits=limits_pb(m.limits.max),
+        capabilities=[agent_pb2.Capability(
+            name=c.name, description=c.description,
+            input_schema_json=json.dumps(c.input_schema), output_schema_json=json.dumps(c.output_schema))
+            for c in m.capabilities],
+        deprecated=v.deprecated, deprecation_reason=v.deprecation_reason,
+        create_time=ts(v.created_at), created_by=v.created_by,
+        manifest_json=json.dumps(m.to_json()),
+    )
+
+
+def agent_pb(a: Agent) -> agent_pb2.Agent:
+    return agent_pb2.Agent(name=a.name, description=a.description, latest_version=a.latest_version,
+                           versions=list(a.versions), create_time=ts(a.created_at))
+
+
+def run_pb(r: Run, *, input_preview: int | None = None) -> run_pb2.Run:
+    text = r.input_json if input_preview is None else r.input_json[:input_preview]
+    return run_pb2.Run(
+        id=r.id, agent=r.agent, version=r.version, capability=r.capability, state=state_pb(r.state),
+        reason=r.reason, effective_risk=risk_pb(r.effective_risk), risk_reasons=list(r.risk_reasons),
+        submitter=r.submitter, idempotency_key=r.idempotency_key or "", network=r.network,
+        secrets=list(r.secrets), limits=limits_pb(r.limits), attempt=r.attempt, input_json=text,
+        create_time=ts(r.created_at), update_time=ts(r.updated_at), start_time=ts(r.started_at),
+        finish_time=ts(r.finished_at), executor_id=r.executor_id or "",
+        peak_memory_bytes=r.peak_memory_bytes or 0, duration_seconds=r.duration_seconds or 0.0,
+        exit_code=r.exit_code or 0, last_sequence=r.last_seq, cancel_requested=r.cancel_requested,
+    )
+
+
+def event_pb(e: RunEvent) -> run_pb2.RunEvent:
+    return run_pb2.RunEvent(
+        id=e.event_id, run_id=e.run_id, sequence=e.seq, state=state_pb(e.state),
+        previous_state=state_pb(e.previous_state), reason=e.reason, attempt=e.attempt,
+        actor=e.actor, create_time=ts(e.created_at), agent=e.agent, version=e.version,
+        capability=e.capability,
+    )
+
+
+def approval_pb(v: ApprovalView) -> approval_pb2.Approval:
+    a, r = v.approval, v.run
+    return approval_pb2.Approval(
+        run_id=a.run_id, status=_STATUS[a.status], risk=risk_pb(r.effective_risk),
+        risk_reasons=list(r.risk_reasons), required=a.required, approvals=a.approvals,
+        decisions=[approval_pb2.Decision(
+            approver=d.approver, verdict=approval_pb2.VERDICT_APPROVE if d.verdict == "approve"
+            else approval_pb2.VERDICT_REJECT, reason=d.reason, decide_time=ts(d.decided_at))
+            for d in a.decisions],
+        create_time=ts(a.created_at), expire_time=ts(a.expires_at),
+        run=run_pb(r, input_preview=INPUT_PREVIEW_CHARS),
+        input_truncated=len(r.input_json) > INPUT_PREVIEW_CHARS,
+    )
+
+
+def key_pb(k: ApiKey) -> admin_pb.ApiKey:
+    return admin_pb.ApiKey(id=k.id, owner=k.owner, role=role_pb(k.role), create_time=ts(k.created_at),
+                           revoke_time=ts(k.revoked_at))
+
+
+def executor_pb(e: ExecutorInfo, healthy: bool) -> admin_pb.Executor:
+    return admin_pb.Executor(id=e.id, host=e.host, runtime=e.runtime, slots=e.slots,
+                             slots_in_use=e.slots_in_use, start_time=ts(e.started_at),
+                             heartbeat_time=ts(e.heartbeat_at), healthy=healthy)
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,176 @@
+"""grpc.aio adapter: registers the shared handlers, and one interceptor for auth and errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from airlock.v1 import admin_service_pb2, approval_service_pb2, registry_service_pb2, run_service_pb2
+from server.domain.errors import AirlockError, PermissionDenied
+from server.domain.principal import allowed
+from server.services.admin import AdminService
+from server.transport.context import reset_principal, set_principal
+from server.transport.errors import to_status
+from server.transport.handlers import HANDLERS, Services
+
+log = logging.getLogger(__name__)
+PACKAGE = "airlock.v1."
+_FILES = (registry_service_pb2, run_service_pb2, approval_service_pb2, admin_service_pb2)
+
+
+class BadRequest:
+    """Stands in for a request whose bytes could not be parsed (answered INVALID_ARGUMENT)."""
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.message = f"request: could not be parsed as {type_name} ({error})"
+
+
+def _deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError, RecursionError) as e:
+            return BadRequest(cls.DESCRIPTOR.full_name, e)
+
+    return parse
+
+
+def bearer_token(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def operation_of(method: str) -> str:
+    """'/airlock.v1.RunService/GetRun' -> 'RunService.GetRun'."""
+    return method[len("/" + PACKAGE):].replace("/", ".")
+
+
+def generic_handlers(services: Services) -> list[grpc.GenericRpcHandler]:
+    """One generic handler per service, built from the descriptors; methods call handlers."""
+    out = []
+    for module in _FILES:
+        for svc in module.DESCRIPTOR.services_by_name.values():
+            impl = HANDLERS[svc.full_name](services)
+            methods = {}
+            for m in svc.methods:
+                fn = getattr(impl, _snake(m.name))
+                req_cls = _message_class(m.input_type)
+                resp_cls = _message_class(m.output_type)
+                factory = (grpc.unary_stream_rpc_method_handler if m.server_streaming
+                           else grpc.unary_unary_rpc_method_handler)
+                methods[m.name] = factory(fn, request_deserializer=_deserializer(req_cls),
+                                          response_serializer=resp_cls.SerializeToString)
+            out.append(grpc.method_handlers_generic_handler(svc.full_name, methods))
+    return out
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def _message_class(desc: Any) -> type[Message]:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(desc)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates the bearer key, checks the role table, maps domain errors to codes."""
+
+    def __init__(self, admin: AdminService) -> None:
+        self.admin = admin
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith("/" + PACKAGE):
+            return handler  # health and reflection are public
+        op = operation_of(details.method)
+        token = bearer_token(details.invocation_metadata)
+
+        async def authorize(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, BadRequest):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            try:
+                principal = await self.admin.authenticate(token)
+                if not allowed(op, principal.role):
+                    raise PermissionDenied(f"role {principal.role.value} may not call {op}")
+            except AirlockError as e:
+                code, msg = to_status(e)
+                await context.abort(code, msg)
+            return set_principal(principal)
+
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                tok = await authorize(request, context)
+                try:
+                    return await inner_uu(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:
+                    code, msg = to_status(e)
+                    await context.abort(code, msg)
+                finally:
+                    reset_principal(tok)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        inner_us = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            tok = await authorize(request, context)
+            try:
+                async for item in inner_us(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:
+                code, msg = to_status(e)
+                await context.abort(code, msg)
+            finally:
+                reset_principal(tok)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def build_server(services: Services, *, max_message_bytes: int,
+                 extra_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+                 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=[*(extra_interceptors or []), AuthInterceptor(services.admin)],
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", max_message_bytes),
+                 ("grpc.so_reuseport", 0)],
+    )
+    server.add_generic_rpc_handlers(generic_handlers(services))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [svc.full_name for m in _FILES for svc in m.DESCRIPTOR.services_by_name.values()]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return server, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set("", status)
+    for m in _FILES:
+        for svc in m.DESCRIPTOR.services_by_name.values():
+            await health_servicer.set(svc.full_name, status)

@@ -1,0 +1,166 @@
+"""Protobuf-in, protobuf-out handlers shared by grpc.aio and gRPC-Web (connectrpc).
+
+Method names are the snake_case RPC names; each takes ``(request, ctx)`` so the classes also
+satisfy connectrpc's generated protocols. Authentication and error mapping happen around
+them, in each transport's thin adapter; the caller is ``current_principal()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from airlock.v1 import admin_service_pb2 as adm
+from airlock.v1 import approval_service_pb2 as aps
+from airlock.v1 import registry_service_pb2 as reg
+from airlock.v1 import run_service_pb2 as rs
+from server.services.admin import AdminService
+from server.services.approvals import ApprovalService
+from server.services.registry import RegistryService
+from server.services.runs import RunService, SubmitRequest
+from server.transport import convert as c
+from server.transport.context import current_principal
+
+
+@dataclass
+class Services:
+    registry: RegistryService
+    runs: RunService
+    approvals: ApprovalService
+    admin: AdminService
+
+
+class RegistryHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def register_agent_version(self, req: reg.RegisterAgentVersionRequest, ctx: Any = None
+                                     ) -> reg.RegisterAgentVersionResponse:
+        v = await self.s.registry.register(current_principal(), req.manifest, req.image_digest)
+        return reg.RegisterAgentVersionResponse(version=c.version_pb(v))
+
+    async def get_agent(self, req: reg.GetAgentRequest, ctx: Any = None) -> reg.GetAgentResponse:
+        agent, versions = await self.s.registry.get_agent(req.name)
+        return reg.GetAgentResponse(agent=c.agent_pb(agent), versions=[c.version_pb(v) for v in versions])
+
+    async def get_agent_version(self, req: reg.GetAgentVersionRequest, ctx: Any = None
+                                ) -> reg.GetAgentVersionResponse:
+        v = await self.s.registry.get_version(req.name, req.version)
+        return reg.GetAgentVersionResponse(version=c.version_pb(v))
+
+    async def list_agents(self, req: reg.ListAgentsRequest, ctx: Any = None) -> reg.ListAgentsResponse:
+        page = await self.s.registry.list_agents(size=req.page_size, token=req.page_token,
+                                                 prefix=req.name_prefix)
+        return reg.ListAgentsResponse(agents=[c.agent_pb(a) for a in page.items],
+                                      next_page_token=page.next_token)
+
+    async def deprecate_agent_version(self, req: reg.DeprecateAgentVersionRequest, ctx: Any = None
+                                      ) -> reg.DeprecateAgentVersionResponse:
+        v = await self.s.registry.deprecate(current_principal(), req.name, req.version, req.reason)
+        return reg.DeprecateAgentVersionResponse(version=c.version_pb(v))
+
+
+class RunHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def submit_run(self, req: rs.SubmitRunRequest, ctx: Any = None) -> rs.SubmitRunResponse:
+        from server.telemetry import current_traceparent
+
+        run, dedup = await self.s.runs.submit(current_principal(), SubmitRequest(
+            agent=req.agent, version=req.version, capability=req.capability,
+            input_json=req.input_json, idempotency_key=req.idempotency_key, network=req.network,
+            secrets=tuple(req.secrets), limits=c.limits_from_pb(req.limits),
+            traceparent=current_traceparent()))
+        return rs.SubmitRunResponse(run=c.run_pb(run), deduplicated=dedup)
+
+    async def get_run(self, req: rs.GetRunRequest, ctx: Any = None) -> rs.GetRunResponse:
+        return rs.GetRunResponse(run=c.run_pb(await self.s.runs.get(req.run_id)))
+
+    async def list_runs(self, req: rs.ListRunsRequest, ctx: Any = None) -> rs.ListRunsResponse:
+        states = [c.state_from_pb(f"states[{i}]", s) for i, s in enumerate(req.states)]
+        page = await self.s.runs.list(size=req.page_size, token=req.page_token, agent=req.agent,
+                                      states=states, submitter=req.submitter)
+        return rs.ListRunsResponse(runs=[c.run_pb(r) for r in page.items], next_page_token=page.next_token)
+
+    async def cancel_run(self, req: rs.CancelRunRequest, ctx: Any = None) -> rs.CancelRunResponse:
+        run = await self.s.runs.cancel(current_principal(), req.run_id, req.reason)
+        return rs.CancelRunResponse(run=c.run_pb(run))
+
+    async def watch_run(self, req: rs.WatchRunRequest, ctx: Any = None) -> AsyncIterator[rs.WatchRunResponse]:
+        async for e in self.s.runs.watch(req.run_id, req.from_sequence):
+            yield rs.WatchRunResponse(event=c.event_pb(e))
+
+    async def get_run_result(self, req: rs.GetRunResultRequest, ctx: Any = None) -> rs.GetRunResultResponse:
+        res = await self.s.runs.result(req.run_id)
+        return rs.GetRunResultResponse(
+            run=c.run_pb(res.run), output_json=res.output_json or "", error_code=res.error_code,
+            error_message=res.error_message, logs=res.logs.decode("utf-8", "replace"),
+            logs_truncated=res.logs_truncated)
+
+
+class ApprovalHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def list_approvals(self, req: aps.ListApprovalsRequest, ctx: Any = None) -> aps.ListApprovalsResponse:
+        statuses = [c.status_from_pb(f"statuses[{i}]", v) for i, v in enumerate(req.statuses)]
+        page = await self.s.approvals.list(current_principal(), statuses=statuses,
+                                           actionable_only=req.actionable_only, size=req.page_size,
+                                           token=req.page_token)
+        return aps.ListApprovalsResponse(approvals=[c.approval_pb(v) for v in page.items],
+                                         next_page_token=page.next_token)
+
+    async def get_approval(self, req: aps.GetApprovalRequest, ctx: Any = None) -> aps.GetApprovalResponse:
+        return aps.GetApprovalResponse(approval=c.approval_pb(await self.s.approvals.get(req.run_id)))
+
+    async def approve(self, req: aps.ApproveRequest, ctx: Any = None) -> aps.ApproveResponse:
+        v = await self.s.approvals.approve(current_principal(), req.run_id, req.reason)
+        return aps.ApproveResponse(approval=c.approval_pb(v))
+
+    async def reject(self, req: aps.RejectRequest, ctx: Any = None) -> aps.RejectResponse:
+        v = await self.s.approvals.reject(current_principal(), req.run_id, req.reason)
+        return aps.RejectResponse(approval=c.approval_pb(v))
+
+    async def watch_approvals(self, req: aps.WatchApprovalsRequest, ctx: Any = None
+                              ) -> AsyncIterator[aps.WatchApprovalsResponse]:
+        async for v in self.s.approvals.watch(current_principal()):
+            yield aps.WatchApprovalsResponse(approval=c.approval_pb(v))
+
+
+class AdminHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def create_api_key(self, req: adm.CreateApiKeyRequest, ctx: Any = None) -> adm.CreateApiKeyResponse:
+        role = c.role_from_pb("role", req.role)
+        key, token = await self.s.admin.create_key(current_principal().owner, req.owner, role)
+        return adm.CreateApiKeyResponse(key=c.key_pb(key), token=token)
+
+    async def list_api_keys(self, req: adm.ListApiKeysRequest, ctx: Any = None) -> adm.ListApiKeysResponse:
+        return adm.ListApiKeysResponse(keys=[c.key_pb(k) for k in await self.s.admin.list_keys()])
+
+    async def revoke_api_key(self, req: adm.RevokeApiKeyRequest, ctx: Any = None) -> adm.RevokeApiKeyResponse:
+        key = await self.s.admin.revoke_key(current_principal().owner, req.id)
+        return adm.RevokeApiKeyResponse(key=c.key_pb(key))
+
+    async def list_executors(self, req: adm.ListExecutorsRequest, ctx: Any = None) -> adm.ListExecutorsResponse:
+        rows = await self.s.admin.list_executors()
+        return adm.ListExecutorsResponse(executors=[c.executor_pb(e, ok) for e, ok in rows])
+
+    async def who_am_i(self, req: adm.WhoAmIRequest, ctx: Any = None) -> adm.WhoAmIResponse:
+        p = current_principal()
+        async with self.s.admin.store.read() as tx:
+            found = await tx.get_key_with_hash(p.key_id)
+        assert found is not None
+        return adm.WhoAmIResponse(key=c.key_pb(found[0]))
+
+
+# service full name -> handler class
+HANDLERS: dict[str, type] = {
+    "airlock.v1.RegistryService": RegistryHandlers,
+    "airlock.v1.RunService": RunHandlers,
+    "airlock.v1.ApprovalService": ApprovalHandlers,
+    "airlock.v1.AdminService": AdminHandlers,
+}

@@ -1,0 +1,135 @@
+"""Misbehaving agent (test fixture). Standard library only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from agents import AgentError, serve
+
+
+def hog_memory(inp: dict[str, Any]) -> dict[str, Any]:
+    chunks = []
+    for _ in range(int(inp.get("mib", 1024)) // 8):
+        chunks.append(bytearray(b"x" * (8 << 20)))  # touched, so really resident
+    return {"allocated_mib": 8 * len(chunks)}
+
+
+def spin(inp: dict[str, Any]) -> dict[str, Any]:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        pass
+
+
+def fork_bomb(inp: dict[str, Any]) -> dict[str, Any]:
+    forked, refused, last_error = 0, 0, ""
+    end = time.monotonic() + float(inp.get("seconds", 1.0))
+    while time.monotonic() < end:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            refused += 1
+            last_error = e.strerror or str(e)
+            time.sleep(0.001)
+            continue
+        if pid == 0:  # child: hold the slot
+            while True:
+                time.sleep(60)
+        forked += 1
+    return {"forked": forked, "refused": refused, "error": last_error}
+
+
+def connect(inp: dict[str, Any]) -> dict[str, Any]:
+    results = {}
+    for target in inp.get("targets", ["1.1.1.1:53"]):
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                results[target] = "connected"
+        except OSError as e:
+            results[target] = f"error: {e}"
+    return {"results": results}
+
+
+def write_outside(inp: dict[str, Any]) -> dict[str, Any]:
+    results = {}
+    for path in [
+        "/etc/airlock-x",
+        "/airlock-x",
+        "/app/x",
+        "/opt/airlock/x",
+        "/usr/bin/x",
+        "/airlock/input.json",
+        "/airlock/x",
+        "/run/secrets/x",
+    ]:
+        try:
+            with open(path, "w") as f:
+                f.write("pwned")
+            results[path] = "written"
+        except OSError as e:
+            results[path] = f"error: {e.strerror}"
+    return {"results": results}
+
+
+def flood_stdout(inp: dict[str, Any]) -> dict[str, Any]:
+    block = b"y" * (1 << 20)
+    out = sys.stdout.buffer
+    for _ in range(int(inp.get("mib", 1024))):
+        out.write(block)
+    out.flush()
+    return {"written_mib": int(inp.get("mib", 1024))}
+
+
+def orphan(inp: dict[str, Any]) -> dict[str, Any]:
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() == 0:  # grandchild, re-parented to PID 1, sleeps forever
+            while True:
+                time.sleep(60)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return {"orphaned": True}
+
+
+def garbage_output(inp: dict[str, Any]) -> dict[str, Any]:
+    with open(os.environ["AIRLOCK_OUTPUT"], "w") as f:
+        f.write("this is {not json")
+    os._exit(0)
+
+
+def dispatch(capability: str, inp: Any) -> Any:
+    if capability == "ok":
+        return {"ok": True, "echo": inp}
+    if capability == "big_output":
+        return {"blob": "z" * (int(inp.get("kib", 2048)) * 1024)}
+    if capability == "schema_violation":
+        return {"count": "x"}
+    if capability == "crash":
+        print("crashing on purpose", file=sys.stderr)
+        sys.exit(3)
+    if capability == "fail":
+        raise AgentError("E_BAD", "bad things")
+    handlers = {
+        "hog_memory": hog_memory,
+        "spin": spin,
+        "fork_bomb": fork_bomb,
+        "connect": connect,
+        "write_outside": write_outside,
+        "flood_stdout": flood_stdout,
+        "orphan": orphan,
+        "garbage_output": garbage_output,
+    }
+    if capability not in handlers:
+        raise AgentError("E_CAPABILITY", f"unknown capability {capability!r}")
+    return handlers[capability](inp)
+
+
+if __name__ == "__main__":
+    serve(dispatch)
