@@ -53,8 +53,34 @@ class Risk(enum.IntEnum):
         return self.name.lower()
 
 
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """Where a NUL character hides in plain data (strings, keys, lists, dicts), else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = _nul_at(k, f"{path}.{k!r}") or _nul_at(v, f"{path}.{k}" if path else str(k))
+            if where is not None:
+                return where
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            where = _nul_at(v, f"{path}.{i}" if path else str(i))
+            if where is not None:
+                return where
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        # Text columns of PostgreSQL cannot store NUL, and no manifest needs one.
+        where = _nul_at(v)
+        if where is not None:
+            raise ValueError("must not contain NUL characters" + (f" (at {where})" if where else ""))
+        return v
 
 
 class LimitsSpec(_Strict):
@@ -83,7 +109,7 @@ class Permissions(_Strict):
     @classmethod
     def _secret_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for name in v:
-            if not re.match(SECRET_RE, name):
+            if not re.fullmatch(SECRET_RE, name):
                 raise ValueError(f"secret name {name!r} must match {SECRET_RE}")
         if len(set(v)) != len(v):
             raise ValueError("secret names must be unique")

@@ -90,15 +90,17 @@ def _agent_error(doc: Any) -> tuple[str, str] | None:
 
 
 def _schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
+    cls = jsonschema.Draft202012Validator
     try:
-        validator = jsonschema.Draft202012Validator(
-            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-        )
+        cls.check_schema(schema)  # manifests are checked at registration; this is a backstop
+        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     except jsonschema.SchemaError as e:
         return f"the capability's output schema is invalid: {_clip(e.message)}"
     except RecursionError:
         return "output is nested too deeply to validate"
+    except Exception as e:  # e.g. UnknownType, a bad $ref: never crash the executor
+        return f"the output could not be validated: {_clip(str(e).splitlines()[0])}"
     if error is None:
         return None
     return f"output does not match the output schema at {error.json_path}: {_clip(error.message)}"

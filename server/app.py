@@ -19,6 +19,7 @@ from server.store import Store, make_engine
 from server.store.migrate import upgrade
 from server.store.notify import Notifier, PgListener
 from server.transport.grpc_server import build_server, set_serving
+from server.transport.grpcweb import WebServer, build_web_app
 from server.transport.handlers import Services
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ControlPlane:
         self.url = settings.database_url.get_secret_value()
         self.admin_token: str | None = None
         self.grpc_port: int = 0
+        self.http: WebServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -77,6 +79,16 @@ class ControlPlane:
         self.grpc_port = self._bind()
         await self.server.start()
         await set_serving(self.health, True)
+        if self.settings.http_enabled:
+            web = build_web_app(self.services, self.settings)
+            self.http = WebServer(web, self.settings.http_listen)
+            try:
+                await self.http.start()
+            except BaseException:  # e.g. the port is taken: release what already started
+                self.http = None
+                await self.stop(0)
+                raise
+            log.info("gRPC-Web and UI on http://%s", self.http_address)
         # Expire overdue approvals now (correct after a restart), then keep sweeping.
         await self.services.approvals.expire_due()
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
@@ -86,6 +98,11 @@ class ControlPlane:
     def grpc_address(self) -> str:
         host = self.settings.grpc_listen.rpartition(":")[0]
         return f"{host}:{self.grpc_port}"
+
+    @property
+    def http_address(self) -> str | None:
+        """host:port of gRPC-Web and the UI (the bound port when configured with 0)."""
+        return self.http.address if self.http is not None else None
 
     def _bind(self) -> int:
         addr = self.settings.grpc_listen
@@ -115,11 +132,13 @@ class ControlPlane:
                 log.exception("approval expiry sweep failed")
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Health NOT_SERVING -> stop gRPC with grace -> cancel tasks -> close the database."""
+        """Health NOT_SERVING -> stop HTTP, then gRPC, with grace -> cancel tasks -> close the DB."""
         if self._stopped:
             return
         self._stopped = True
         await set_serving(self.health, False)
+        if self.http is not None:
+            await self.http.stop(grace)
         await self.server.stop(grace)
         for t in self._tasks:
             t.cancel()

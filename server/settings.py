@@ -19,6 +19,7 @@ class ServerSettings(BaseSettings):
     )
     grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port of gRPC-Web and the UI")
+    http_enabled: bool = Field(default=True, description="serve gRPC-Web and the UI on http_listen")
     policy_file: Path | None = Field(default=None, description="YAML risk policy (default: built-in)")
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
                                    description="largest request or response message accepted")

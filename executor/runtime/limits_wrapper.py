@@ -152,12 +152,14 @@ def live_descendants(root: int) -> list[int]:
 
 
 def signal_tree(pgid: int, sig: int) -> None:
-    """Signal the agent's process group and every live descendant of this wrapper."""
+    """Signal the agent's process group and every live descendant of this wrapper that left
+    it, each exactly once (a second SIGTERM can hit a process while it is shutting down)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
     for pid in live_descendants(os.getpid()):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+            if os.getpgid(pid) != pgid:
+                os.kill(pid, sig)
 
 
 def reap_others() -> None:
@@ -283,8 +285,8 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     stop_requested: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
+    for stop_sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stop_sig, lambda signum, _frame: stop_requested.append(signum))
 
     log_r, log_w = os.pipe()
     started = time.monotonic()
@@ -354,6 +356,10 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
         returncode = proc.poll()
 
     ended = time.monotonic()
+    # From here on only the log pipe matters (an exited pidfd would stay readable: a busy loop).
+    for fd in (wake_r, pidfd):
+        if fd >= 0:
+            sel.unregister(fd)
     # The agent's main process is done: whatever it left running goes too.
     kill_everything(pgid, ended + DRAIN_SECONDS)
     drain_until = time.monotonic() + DRAIN_SECONDS
@@ -373,16 +379,16 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     signal.set_wakeup_fd(-1)
     reap_others()
 
-    sig = -returncode if returncode < 0 else None
-    status["exit_code"] = 128 + sig if sig else returncode  # the shell's / podman's convention
-    status["signal"] = sig
+    signum = -returncode if returncode < 0 else None
+    status["exit_code"] = 128 + signum if signum else returncode  # the shell's/podman's convention
+    status["signal"] = signum
     status["duration_seconds"] = round(ended - started, 3)
     status["logs_bytes"] = sink.total
     status["logs_truncated"] = sink.truncated
     # ru_maxrss of waited-for descendants: KiB on Linux.
     status["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     if not status["timed_out"] and not status["terminated"]:
-        if sig == signal.SIGKILL:
+        if signum == signal.SIGKILL:
             # Nobody here sent it: the kernel's OOM killer (a cgroup limit around the sandbox).
             status.update(oom_suspected=True, oom_reason="killed by SIGKILL, not by the wrapper")
         elif returncode != 0 and (m := OOM_MARKERS.search(sink.tail)):

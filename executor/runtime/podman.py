@@ -281,6 +281,7 @@ class PodmanRuntime:
             "--env", f"AIRLOCK_INPUT={INPUT_PATH}",
             "--env", f"AIRLOCK_OUTPUT={OUTPUT_PATH}",
             "--env", f"AIRLOCK_RUN_ID={spec.run_id}",
+            "--env", f"AIRLOCK_SECRETS_DIR={SECRETS_DIR}",
         )  # fmt: skip
         if spec.secrets:
             argv += ["--volume", f"{work / 'secrets'}:{SECRETS_DIR}:ro"]

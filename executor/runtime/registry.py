@@ -38,15 +38,17 @@ async def _dagger(opts: dict[str, Any], *, require: bool) -> SandboxRuntime | No
             raise RuntimeUnavailable(f"dagger runtime: cannot import it: {e}") from e
         log.info("dagger runtime not importable: %s", e)
         return None
-    try:
-        reachable = bool(await mod.engine_reachable())
-    except Exception as e:
-        reachable = False
-        log.info("dagger engine probe failed: %s", e)
-    if not reachable:
-        if require:
-            raise RuntimeUnavailable("dagger runtime: no Dagger engine is reachable")
-        return None
+    if not require:
+        # auto-detection: only a positive quick probe counts (never a slow session attempt)
+        try:
+            reachable = bool(await mod.engine_reachable())
+        except Exception as e:
+            reachable = False
+            log.info("dagger engine probe failed: %s", e)
+        if not reachable:
+            return None
+    # Explicitly configured: DaggerRuntime.check() opens a real session, which also covers
+    # runners a quick probe cannot see (docker-container://, ...).
     runtime: SandboxRuntime = mod.DaggerRuntime(
         **_accepted(mod.DaggerRuntime, opts, strict=require)
     )

@@ -83,6 +83,13 @@ class VersionDeprecated(FailedPrecondition):
         super().__init__(f"agent {name!r} version {version!r} is deprecated; it takes no new runs")
 
 
+class NoLiveVersion(FailedPrecondition):
+    """Raised when submitting a run without a version and every version is deprecated."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"every version of agent {name!r} is deprecated; it takes no new runs")
+
+
 class RunNotFound(NotFound):
     """Raised when a run id is unknown."""
 

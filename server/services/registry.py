@@ -61,10 +61,10 @@ class RegistryService:
     async def get_agent(self, name: str) -> tuple[Agent, list[AgentVersion]]:
         require("name", name, pattern=NAME_RE, max_len=63)
         async with self.store.read() as tx:
-            agent = await tx.get_agent(name)
-            if agent is None:
-                raise AgentNotFound(name)
-            return agent, await tx.list_versions(name)
+            found = await tx.get_agent_and_versions(name)
+        if found is None:
+            raise AgentNotFound(name)
+        return found
 
     async def get_version(self, name: str, version: str) -> AgentVersion:
         require("name", name, pattern=NAME_RE, max_len=63)

@@ -18,6 +18,7 @@ from server.domain.errors import (
     IdempotencyConflict,
     IllegalTransition,
     InvalidArgument,
+    NoLiveVersion,
     PermissionDenied,
     RunNotFound,
     VersionDeprecated,
@@ -114,8 +115,9 @@ class RunService:
                 return self._dedupe(existing, req.idempotency_key, digest)
         async with self.store.read() as tx:
             version = await tx.get_version(req.agent, req.version)
+            exists = version is not None or bool(not req.version and await tx.get_agent(req.agent))
         if version is None:
-            raise AgentNotFound(req.agent, req.version or None)
+            raise NoLiveVersion(req.agent) if exists else AgentNotFound(req.agent, req.version or None)
         if version.deprecated:
             raise VersionDeprecated(req.agent, version.version)
         m = version.manifest
@@ -158,9 +160,7 @@ class RunService:
         )
         try:
             async with self.store.transaction() as tx:
-                await tx.insert_run(values)
-                run = await tx.get_run(run_id)
-                assert run is not None
+                run = await tx.insert_run(values)
                 await tx.first_event(run, actor=who.owner, now=now)
                 if pending:
                     await tx.insert_approval(run_id, required=rule.approvals, now=now,
@@ -214,6 +214,9 @@ class RunService:
         now = self.clock()
         why = f"cancelled by {who.owner}" + (f": {reason}" if reason else "")
         async with self.store.transaction() as tx:
+            # Lock order as in approvals (approval, then run): a cancel racing a decision
+            # must not deadlock on PostgreSQL.
+            await tx.get_approval(run_id, lock=True)
             run = await tx.get_run(run_id, lock=True)
             if run is None:
                 raise RunNotFound(run_id)

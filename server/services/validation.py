@@ -21,7 +21,7 @@ def require(field: str, value: str, *, pattern: str | None = None, max_len: int 
 def check(field: str, value: str, *, pattern: str | None = None, max_len: int = 200) -> str:
     if len(value) > max_len:
         raise InvalidArgument(field, f"is longer than {max_len} characters")
-    if value and pattern and not re.match(pattern, value):
+    if value and pattern and not re.fullmatch(pattern, value):
         raise InvalidArgument(field, f"must match {pattern}")
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL characters")
@@ -40,6 +40,10 @@ def parse_json(field: str, text: str, *, max_bytes: int) -> Any:
     if not text:
         raise InvalidArgument(field, "is required (JSON text)")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
         raise InvalidArgument(field, f"is not valid JSON: {e}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")

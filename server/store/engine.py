@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import select
+import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,8 +35,10 @@ def make_engine(*, url: str, pool_size: int = 20, echo: bool = False) -> AsyncEn
     url = async_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("postgresql"):
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
     engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+        _ping_when_suspect(engine)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -48,3 +52,44 @@ def make_engine(*, url: str, pool_size: int = 20, echo: bool = False) -> AsyncEn
             cur.close()
 
     return engine
+
+
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_suspect(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling without a round trip on every checkout.
+
+    ``pool_pre_ping`` pinged each checkout: a round trip costing more CPU than a primary-key
+    read. Instead ping only a connection that sat idle for a while, or whose socket is
+    readable while idle (the server closed it: a restart or ``pg_terminate_backend`` sends
+    FATAL then EOF). A failed ping discards the connection and the pool hands out another.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checkin(dbapi_conn: Any, rec: Any) -> None:
+        rec.info["airlock_idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checkout(dbapi_conn: Any, rec: Any, proxy: Any) -> None:
+        since = rec.info.pop("airlock_idle_since", None)
+        if since is None:
+            return  # a brand-new connection
+        if time.monotonic() - since < PING_AFTER_IDLE_SECONDS and not _readable(rec):
+            return
+        try:
+            sync_engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            # As pool_pre_ping does: the server went away, so drop every older connection.
+            raise exc.InvalidatePoolError(f"stale connection: {e}") from e
+
+
+def _readable(rec: Any) -> bool:
+    """True if an idle connection's socket has something to read or hung up (or unknown)."""
+    try:
+        poller = select.poll()
+        poller.register(rec.driver_connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except Exception:
+        return True

@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.limits import Limits
-from agents.manifest import Risk, parse_manifest
+from agents.manifest import Manifest, Risk, parse_manifest
 from server.domain.models import (
     Agent,
     AgentVersion,
@@ -55,18 +57,43 @@ def decode_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except Exception as e:
         raise ValueError("not a page token from this server") from e
+    # Tokens hold ids and names (printable ASCII); anything else, such as a NUL that
+    # PostgreSQL refuses in a text parameter, was not made here.
+    if not value or len(value) > 200 or not all("\x21" <= ch <= "\x7e" for ch in value):
+        raise ValueError("not a page token from this server")
+    return value
 
 
 # --- row mapping --------------------------------------------------------------------------------
 
 
+_MANIFESTS: dict[str, Manifest] = {}
+
+
+def _manifest(doc: Any) -> Manifest:
+    """Parse a stored manifest, once per distinct document (keyed by its content).
+
+    Parsing re-validates every capability's JSON Schema against the meta-schema, which cost
+    milliseconds on every read of a version; a manifest's content never changes, and the
+    parsed model is frozen, so equal documents can share one parse.
+    """
+    key = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    m = _MANIFESTS.get(key)
+    if m is None:
+        m = parse_manifest(doc)
+        if len(_MANIFESTS) >= 1024:
+            _MANIFESTS.clear()
+        _MANIFESTS[key] = m
+    return m
+
+
 def _version(r: Row[Any]) -> AgentVersion:
     return AgentVersion(
         agent=r.agent_name, version=r.version, image=r.image, image_digest=r.image_digest,
-        risk=Risk(r.risk), manifest=parse_manifest(r.manifest), deprecated=r.deprecated,
+        risk=Risk(r.risk), manifest=_manifest(r.manifest), deprecated=r.deprecated,
         deprecation_reason=r.deprecation_reason, created_at=r.created_at, created_by=r.created_by,
     )
 
@@ -114,6 +141,22 @@ def _executor(r: Row[Any]) -> ExecutorInfo:
 _RUN_HEAVY = {"logs", "output_json", "error_code", "error_message", "logs_truncated"}
 _RUN_COLS = [c for c in t.runs.c if c.name not in _RUN_HEAVY]
 
+# Hot statements, built once: building a select of ~35 columns and its cache key on every
+# call cost more CPU than the round trip itself. Parameters are bound at execution.
+_AV = t.agent_versions
+_SELECT_AGENT = select(t.agents).where(t.agents.c.name == bindparam("name"))
+_SELECT_VERSIONS = select(_AV).where(_AV.c.agent_name == bindparam("name")).order_by(_AV.c.id)
+_SELECT_VERSION = select(_AV).where(_AV.c.agent_name == bindparam("name"),
+                                    _AV.c.version == bindparam("version")).limit(1)
+_SELECT_LATEST_VERSION = (select(_AV).where(_AV.c.agent_name == bindparam("name"),
+                                            _AV.c.deprecated.is_(False))
+                          .order_by(_AV.c.id.desc()).limit(1))
+_SELECT_RUN = select(*_RUN_COLS).where(t.runs.c.id == bindparam("run_id"))
+_SELECT_RUN_LOCKED = _SELECT_RUN.with_for_update()
+_INSERT_RUN = insert(t.runs).returning(*_RUN_COLS)
+_INSERT_EVENT = insert(t.run_events)
+_INSERT_AUDIT = insert(t.audit_log)
+
 
 class Tx:
     """One database transaction. Obtain it from ``Store.transaction()``."""
@@ -130,11 +173,15 @@ class Tx:
     # -- registry --------------------------------------------------------------------------
 
     async def get_agent(self, name: str) -> Agent | None:
-        row = (await self.conn.execute(select(t.agents).where(t.agents.c.name == name))).first()
+        found = await self.get_agent_and_versions(name)
+        return found[0] if found else None
+
+    async def get_agent_and_versions(self, name: str) -> tuple[Agent, list[AgentVersion]] | None:
+        row = (await self.conn.execute(_SELECT_AGENT, {"name": name})).first()
         if row is None:
             return None
         versions = await self.list_versions(name)
-        return self._agent(row, versions)
+        return self._agent(row, versions), versions
 
     @staticmethod
     def _agent(row: Row[Any], versions: Sequence[AgentVersion]) -> Agent:
@@ -154,20 +201,16 @@ class Tx:
         )
 
     async def list_versions(self, name: str) -> list[AgentVersion]:
-        rows = await self.conn.execute(
-            select(t.agent_versions).where(t.agent_versions.c.agent_name == name)
-            .order_by(t.agent_versions.c.id)
-        )
+        rows = await self.conn.execute(_SELECT_VERSIONS, {"name": name})
         return [_version(r) for r in rows]
 
     async def get_version(self, name: str, version: str) -> AgentVersion | None:
         """``version == ""`` means the newest version that is not deprecated."""
-        q = select(t.agent_versions).where(t.agent_versions.c.agent_name == name)
         if version:
-            q = q.where(t.agent_versions.c.version == version)
+            q = self.conn.execute(_SELECT_VERSION, {"name": name, "version": version})
         else:
-            q = q.where(t.agent_versions.c.deprecated.is_(False)).order_by(t.agent_versions.c.id.desc())
-        row = (await self.conn.execute(q.limit(1))).first()
+            q = self.conn.execute(_SELECT_LATEST_VERSION, {"name": name})
+        row = (await q).first()
         return _version(row) if row else None
 
     async def insert_version(self, v: AgentVersion) -> None:
@@ -204,13 +247,19 @@ class Tx:
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def insert_run(self, values: dict[str, Any]) -> None:
-        """Raises ``Duplicate`` when the (submitter, idempotency key) pair exists."""
+    async def insert_run(self, values: dict[str, Any]) -> Run:
+        """Insert and return the run. Raises ``Duplicate`` when the (submitter, idempotency
+        key) pair exists (the transaction stays usable: the insert runs in a savepoint)."""
         try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(insert(t.runs).values(**values))
+            if values.get("idempotency_key") is None:
+                # No key, no expected conflict: skip the savepoint's two round trips.
+                row = (await self.conn.execute(_INSERT_RUN, values)).one()
+            else:
+                async with self.conn.begin_nested():
+                    row = (await self.conn.execute(_INSERT_RUN, values)).one()
         except IntegrityError as e:
             raise Duplicate(str(e.orig)) from e
+        return _run(row)
 
     async def find_run_by_idempotency_key(self, submitter: str, key: str) -> Run | None:
         row = (await self.conn.execute(
@@ -219,10 +268,8 @@ class Tx:
         return _run(row) if row else None
 
     async def get_run(self, run_id: str, *, lock: bool = False) -> Run | None:
-        q = select(*_RUN_COLS).where(t.runs.c.id == run_id)
-        if lock and self._pg:
-            q = q.with_for_update()
-        row = (await self.conn.execute(q)).first()
+        q = _SELECT_RUN_LOCKED if lock and self._pg else _SELECT_RUN
+        row = (await self.conn.execute(q, {"run_id": run_id})).first()
         return _run(row) if row else None
 
     async def get_runs(self, run_ids: Sequence[str]) -> dict[str, Run]:
@@ -296,7 +343,7 @@ class Tx:
 
     async def first_event(self, run: Run, *, actor: str, now: datetime) -> None:
         """The submission event (sequence 1) of a freshly inserted run."""
-        await self.conn.execute(insert(t.run_events).values(
+        await self.conn.execute(_INSERT_EVENT, dict(
             run_id=run.id, seq=1, state=run.state.value, previous_state="", reason=run.reason,
             attempt=run.attempt, actor=actor, agent_name=run.agent, version=run.version,
             capability=run.capability, traceparent=run.traceparent, created_at=now,
@@ -431,7 +478,7 @@ class Tx:
 
     async def audit(self, *, actor: str, action: str, target: str, now: datetime,
                     details: dict[str, Any] | None = None) -> None:
-        await self.conn.execute(insert(t.audit_log).values(
+        await self.conn.execute(_INSERT_AUDIT, dict(
             at=now, actor=actor, action=action, target=target, details=details or {}))
 
     async def audit_entries(self, target: str | None = None) -> list[dict[str, Any]]:
@@ -519,6 +566,11 @@ class Tx:
         return (await self.conn.execute(select(func.count()).select_from(tbl).where(cond))).scalar_one()
 
 
+@functools.cache
+def _notify_stmt(n: int) -> Any:
+    return text("SELECT " + ", ".join(f"pg_notify(:c{i}, '')" for i in range(n)))
+
+
 class Store:
     """Owns the engine; hands out transactions and read-only sessions."""
 
@@ -529,6 +581,8 @@ class Store:
         # SQLite has one writer; serialising writers in-process avoids "database is locked"
         # and lost-update races that FOR UPDATE would prevent on PostgreSQL.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._read_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
+                             if self.dialect == "postgresql" else engine)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -543,8 +597,9 @@ class Store:
                 try:
                     yield tx
                     if tx.notify and self.dialect == "postgresql":
-                        for ch in sorted(tx.notify):
-                            await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": ch})
+                        chans = sorted(tx.notify)  # one round trip for all channels
+                        await conn.execute(_notify_stmt(len(chans)),
+                                           {f"c{i}": ch for i, ch in enumerate(chans)})
                     await conn.commit()
                 except BaseException:
                     await conn.rollback()
@@ -554,8 +609,12 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        """A read-only unit of work (no writer lock on SQLite)."""
-        async with self.engine.connect() as conn:
+        """A read-only unit of work (no writer lock on SQLite).
+
+        On PostgreSQL it runs in autocommit: under READ COMMITTED every statement takes its
+        own snapshot anyway, so BEGIN/ROLLBACK only added two round trips per read.
+        """
+        async with self._read_engine.connect() as conn:
             yield Tx(conn, self.dialect)
             await conn.rollback()
 

@@ -11,16 +11,20 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from airlock.v1 import admin_service_pb2, approval_service_pb2, registry_service_pb2, run_service_pb2
-from server.domain.errors import AirlockError, PermissionDenied
-from server.domain.principal import allowed
+from airlock.v1 import (
+    admin_service_pb2,
+    approval_service_pb2,
+    registry_service_pb2,
+    run_service_pb2,
+)
+from server.domain.errors import AirlockError
 from server.services.admin import AdminService
+from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
 from server.transport.errors import to_status
 from server.transport.handlers import HANDLERS, Services
 
 log = logging.getLogger(__name__)
-PACKAGE = "airlock.v1."
 _FILES = (registry_service_pb2, run_service_pb2, approval_service_pb2, admin_service_pb2)
 
 
@@ -41,17 +45,11 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
     return parse
 
 
-def bearer_token(metadata: Any) -> str | None:
+def authorization_header(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+            return str(value)
     return None
-
-
-def operation_of(method: str) -> str:
-    """'/airlock.v1.RunService/GetRun' -> 'RunService.GetRun'."""
-    return method[len("/" + PACKAGE):].replace("/", ".")
 
 
 def generic_handlers(services: Services) -> list[grpc.GenericRpcHandler]:
@@ -97,15 +95,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith("/" + PACKAGE):
             return handler  # health and reflection are public
         op = operation_of(details.method)
-        token = bearer_token(details.invocation_metadata)
+        header = authorization_header(details.invocation_metadata)
 
-        async def authorize(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, BadRequest):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             try:
-                principal = await self.admin.authenticate(token)
-                if not allowed(op, principal.role):
-                    raise PermissionDenied(f"role {principal.role.value} may not call {op}")
+                principal = await authorize(self.admin, op, header)
             except AirlockError as e:
                 code, msg = to_status(e)
                 await context.abort(code, msg)
@@ -115,7 +111,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                tok = await authorize(request, context)
+                tok = await check(request, context)
                 try:
                     return await inner_uu(request, context)
                 except grpc.aio.AbortError:
@@ -133,7 +129,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         inner_us = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            tok = await authorize(request, context)
+            tok = await check(request, context)
             try:
                 async for item in inner_us(request, context):
                     yield item

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import sys
@@ -104,6 +105,33 @@ def garbage_output(inp: dict[str, Any]) -> dict[str, Any]:
     os._exit(0)
 
 
+def whoami(inp: dict[str, Any]) -> dict[str, Any]:
+    """What the sandbox looks like from inside (never the secret values, only their sizes)."""
+    status = dict(
+        line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line
+    )
+    secrets_dir = os.environ.get("AIRLOCK_SECRETS_DIR", "/run/secrets")
+    secrets = {}
+    if os.path.isdir(secrets_dir):
+        for name in sorted(os.listdir(secrets_dir)):
+            st = os.stat(os.path.join(secrets_dir, name))
+            with open(os.path.join(secrets_dir, name), "rb") as f:
+                size = len(f.read())
+            secrets[name] = {"mode": oct(st.st_mode & 0o777), "uid": st.st_uid, "size": size}
+    return {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "cap_eff": status["CapEff"].strip(),
+        "no_new_privs": status.get("NoNewPrivs", "").strip(),
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("AIRLOCK_", "TRACEPARENT"))},
+        "env_values": sorted(os.environ.values()),
+        "secrets": secrets,
+        "pid1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
+    }
+
+
 def dispatch(capability: str, inp: Any) -> Any:
     if capability == "ok":
         return {"ok": True, "echo": inp}
@@ -125,6 +153,7 @@ def dispatch(capability: str, inp: Any) -> Any:
         "flood_stdout": flood_stdout,
         "orphan": orphan,
         "garbage_output": garbage_output,
+        "whoami": whoami,
     }
     if capability not in handlers:
         raise AgentError("E_CAPABILITY", f"unknown capability {capability!r}")

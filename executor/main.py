@@ -1,0 +1,77 @@
+"""``airlock executor``: one executor process against the shared database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from executor.runtime.registry import resolve_runtime
+from executor.settings import ExecutorSettings
+from executor.worker import Executor
+from server.store import Store, make_engine
+from server.store.engine import sync_url
+from server.store.notify import Notifier, PgListener
+
+log = logging.getLogger(__name__)
+
+
+async def open_store(url: str) -> tuple[Store, PgListener | None]:
+    """A store whose notifier hears other processes' commits (LISTEN on PostgreSQL)."""
+    notifier = Notifier()
+    store = Store(make_engine(url=url, pool_size=5), notifier)
+    listener = None
+    if store.dialect == "postgresql":
+        listener = PgListener(sync_url(url), notifier)
+        listener.start()
+    return store, listener
+
+
+async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
+    url = settings.database_url.get_secret_value()
+    runtime = await resolve_runtime(settings.runtime, executor_id=settings.executor_id,
+                                    work_root=settings.podman_work_root)
+    store, listener = await open_store(url)
+    ex = Executor(settings, store, runtime)
+    try:
+        await ex.start()
+        await stop.wait()
+    finally:
+        await ex.stop()
+        if listener:
+            await listener.stop()
+        await store.dispose()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM asks for a graceful stop; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def handler() -> None:
+        if stop.is_set():
+            raise SystemExit(130)
+        log.info("stopping (again to force)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, handler)
+
+
+def main() -> int:
+    """Entry for ``python -m executor.main`` (the CLI's ``airlock executor`` calls the same)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = ExecutorSettings()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_executor(settings, stop)
+
+    asyncio.run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

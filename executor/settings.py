@@ -1,0 +1,37 @@
+"""Executor settings (``AIRLOCK_`` prefix). Executors are trusted: they reach the database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class ExecutorSettings(BaseSettings):
+    """Settings of ``airlock executor`` (and the executor part of ``airlock dev``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
+
+    database_url: SecretStr = Field(default=SecretStr("sqlite:///airlock-data/airlock.db"),
+                                    description="the control plane's database")
+    executor_id: str = Field(default_factory=_default_id, description="unique per process")
+    runtime: str = Field(default="auto", pattern="^(auto|podman|dagger)$",
+                         description="sandbox runtime: auto (dagger if reachable, else podman)")
+    slots: int = Field(default=2, ge=1, le=256, description="runs executed at once")
+    lease_seconds: float = Field(default=15.0, ge=1, description="lease length; renewed by heartbeats")
+    heartbeat_seconds: float = Field(default=2.0, gt=0, description="lease renewal interval")
+    poll_seconds: float = Field(default=2.0, gt=0, description="queue poll when no NOTIFY arrives")
+    grace_seconds: float = Field(default=10.0, ge=0, description="shutdown wait for running runs")
+    secrets_dir: Path | None = Field(default=None, description="one file per secret, named after it")
+    secrets_env_prefix: str = Field(default="AIRLOCK_SECRET_",
+                                    description="or environment variables <prefix><NAME>")
+    podman_work_root: Path = Field(default=Path("/run/airlock"),
+                                   description="per-run scratch directories (podman runtime)")

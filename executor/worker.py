@@ -1,0 +1,269 @@
+"""The executor: lease queued runs, run each in a sandbox, record the outcome.
+
+Safety rules, each in one place:
+- a run is claimed with ``FOR UPDATE SKIP LOCKED`` and moved to RUNNING with a lease
+  (``lease_owner``, ``lease_expires_at``) in the same transaction: two executors never hold it;
+- an outcome is recorded only while we still hold the lease for that attempt; a result that
+  arrives after the lease was lost is dropped (the run was re-queued or failed LOST);
+- a lapsed lease (the holder died) is re-queued while attempts remain, else FAILED with reason
+  LOST; its sandbox is reaped first so the same run never executes twice at once on this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from executor.results import Outcome, interpret
+from executor.runtime.base import RunSpec, SandboxRuntime
+from executor.secrets import MissingSecret, SecretSource
+from executor.settings import ExecutorSettings
+from server.domain.models import ExecutorInfo, Run
+from server.domain.states import RunState
+from server.services.clock import Clock, utcnow
+from server.store import Store
+from server.store.notify import RUN_EVENTS, RUNS_QUEUED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Active:
+    run: Run
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    shutdown: bool = False  # cancelled because the executor is stopping (re-queue, not CANCELLED)
+
+
+class Executor:
+    """One executor process. ``await start()``, then ``await stop()`` (idempotent)."""
+
+    def __init__(self, settings: ExecutorSettings, store: Store, runtime: SandboxRuntime, *,
+                 clock: Clock = utcnow, secrets: SecretSource | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.clock = clock
+        self.id = settings.executor_id
+        self.secrets = secrets or SecretSource(directory=settings.secrets_dir,
+                                               env_prefix=settings.secrets_env_prefix)
+        self.active: dict[str, _Active] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopped = False
+        self.executed = 0  # attempts this process finished (tests and metrics)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.runtime.check()
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            await tx.upsert_executor(ExecutorInfo(
+                id=self.id, host=socket.gethostname(), runtime=self.runtime.name,
+                slots=self.settings.slots, slots_in_use=0, started_at=now, heartbeat_at=now,
+                stopped_at=None))
+        for name, coro in (("lease", self._lease_loop()), ("heartbeat", self._heartbeat_loop()),
+                           ("cancel-watch", self._cancel_loop()), ("lapse", self._lapse_loop())):
+            self._tasks.append(asyncio.create_task(coro, name=f"executor-{name}"))
+        log.info("executor %s started: runtime %s, %d slots", self.id, self.runtime.name,
+                 self.settings.slots)
+
+    async def stop(self) -> None:
+        """Stop leasing; let runs finish within the grace period; then stop and re-queue them."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        running = [a.task for a in self.active.values() if a.task]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=self.settings.grace_seconds)
+            for a in list(self.active.values()):
+                a.shutdown = True
+                a.cancel.set()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as tx:
+                await tx.executor_heartbeat(self.id, slots_in_use=0, now=self.clock(), stopped=True)
+
+    # -- leasing -----------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        notifier = self.store.notifier
+        while not self._stopping.is_set():
+            token = notifier.token(RUNS_QUEUED)
+            free = self.settings.slots - len(self.active)
+            claimed: list[Run] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except Exception:
+                    log.exception("lease attempt failed")
+            for run in claimed:
+                a = _Active(run)
+                self.active[run.id] = a
+                a.task = asyncio.create_task(self._execute(a), name=f"run-{run.id}")
+            if claimed and len(claimed) == free:
+                continue  # maybe more is queued; slots are full, so the next pass waits
+            self._slot_freed.clear()
+            waits = [asyncio.ensure_future(notifier.wait(token, self.settings.poll_seconds)),
+                     asyncio.ensure_future(self._stopping.wait())]
+            if free <= 0 or claimed:
+                waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+
+    async def _claim(self, limit: int) -> list[Run]:
+        now = self.clock()
+        out = []
+        async with self.store.transaction() as tx:
+            for run in await tx.claim_queued(limit):
+                out.append(await tx.transition(
+                    run, RunState.RUNNING, reason=f"running on {self.id} (attempt {run.attempt + 1})",
+                    actor=self.id, now=now, attempt=run.attempt + 1, lease_owner=self.id,
+                    lease_expires_at=now + self.lease, started_at=now, executor_id=self.id,
+                    cancel_requested=False))
+        return out
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _execute(self, a: _Active) -> None:
+        run = a.run
+        try:
+            try:
+                secrets = self.secrets.resolve(run.secrets)
+            except MissingSecret as e:
+                await self._finish(a, Outcome(state="FAILED", reason=str(e)))
+                return
+            spec = RunSpec(
+                run_id=run.id, attempt=run.attempt, image=run.image, capability=run.capability,
+                input=json.loads(run.input_json), limits=run.limits, entrypoint=run.entrypoint,
+                network=run.network, secrets=secrets, executor_id=self.id,
+                env={"TRACEPARENT": run.traceparent} if run.traceparent else {})
+            result = await self.runtime.run(spec, a.cancel)
+            outcome = interpret(result, run.output_schema, limits=run.limits)
+            await self._finish(a, outcome)
+        except Exception as e:  # the runtime itself broke: fail this run, keep the executor
+            log.exception("run %s: executor error", run.id)
+            with contextlib.suppress(Exception):
+                await self._finish(a, Outcome(state="FAILED", reason=f"executor error: {type(e).__name__}"))
+        finally:
+            self.active.pop(run.id, None)
+            self.executed += 1
+            self._slot_freed.set()
+
+    async def _finish(self, a: _Active, outcome: Outcome) -> None:
+        run = a.run
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            current = await tx.get_run(run.id, lock=True)
+            if (current is None or current.state is not RunState.RUNNING
+                    or current.lease_owner != self.id or current.attempt != run.attempt):
+                log.warning("run %s: lease lost before the result was recorded; result dropped", run.id)
+                return
+            if a.shutdown and outcome.state == "CANCELLED":
+                target, reason = RunState.QUEUED, f"executor {self.id} shut down; re-queued"
+            else:
+                target = RunState(outcome.state)
+                reason = outcome.reason or ("succeeded" if target is RunState.SUCCEEDED else "")
+                if target is RunState.CANCELLED and current.cancel_requested:
+                    reason = "cancelled on request"
+            await tx.save_result(
+                run.id, output_json=None if outcome.output is None and not outcome.succeeded
+                else json.dumps(outcome.output, ensure_ascii=False),
+                error_code=outcome.error_code or "", error_message="" if outcome.succeeded else reason,
+                exit_code=outcome.exit_code, logs=outcome.logs.encode("utf-8", "replace"),
+                logs_truncated=outcome.logs_truncated, peak_memory_bytes=outcome.peak_memory_bytes,
+                duration_seconds=outcome.duration_seconds)
+            await tx.transition(current, target, reason=reason, actor=self.id, now=now,
+                                lease_owner=None, lease_expires_at=None,
+                                **({"finished_at": None} if target is RunState.QUEUED else {}))
+
+    # -- background loops --------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                now = self.clock()
+                async with self.store.transaction() as tx:
+                    held = set(await tx.extend_leases(self.id, list(self.active), now + self.lease))
+                    await tx.executor_heartbeat(self.id, slots_in_use=len(self.active), now=now)
+                for run_id, a in list(self.active.items()):
+                    if run_id not in held and not a.cancel.is_set():
+                        # Someone else re-queued or failed it: stop our copy at once.
+                        log.warning("run %s: lease lost; stopping the sandbox", run_id)
+                        a.cancel.set()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _cancel_loop(self) -> None:
+        """Cancel requests arrive as run-event notifications (or are found by polling)."""
+        notifier = self.store.notifier
+        while True:
+            token = notifier.token(RUN_EVENTS)
+            if self.active:
+                try:
+                    async with self.store.read() as tx:
+                        ids = await tx.cancel_requested_among(list(self.active))
+                    for run_id in ids:
+                        a = self.active.get(run_id)
+                        if a is not None:
+                            a.cancel.set()
+                except Exception:
+                    log.exception("cancel check failed")
+            await notifier.wait(token, min(1.0, self.settings.heartbeat_seconds))
+
+    async def _lapse_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.settings.lease_seconds / 3))
+            try:
+                await self.recover_lapsed()
+            except Exception:
+                log.exception("lapsed-lease sweep failed")
+
+    async def recover_lapsed(self) -> int:
+        """Re-queue (or fail as LOST) runs whose executor stopped renewing its lease."""
+        now = self.clock()
+        count = 0
+        async with self.store.transaction() as tx:
+            for run in await tx.lapsed_runs(now):
+                if run.id in self.active:
+                    continue  # ours: the heartbeat will renew it
+                # Same host: make sure the old sandbox is gone before anyone runs it again.
+                with contextlib.suppress(Exception):
+                    await self.runtime.reap(run.id)
+                who = run.lease_owner or "unknown executor"
+                if run.attempt < run.max_attempts:
+                    await tx.transition(run, RunState.QUEUED, actor=self.id, now=now,
+                                        reason=f"lease lost on {who} (attempt {run.attempt}); re-queued",
+                                        lease_owner=None, lease_expires_at=None, finished_at=None)
+                else:
+                    await tx.transition(run, RunState.FAILED, actor=self.id, now=now,
+                                        reason=f"LOST: lease lost on {who} after {run.attempt} attempts",
+                                        lease_owner=None, lease_expires_at=None)
+                    await tx.save_result(run.id, error_code="LOST")
+                count += 1
+        return count
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "runtime": self.runtime.name, "slots": self.settings.slots,
+                "active": sorted(self.active)}

@@ -1,0 +1,499 @@
+"""gRPC-Web adapter (connectrpc) and the built UI, served as one ASGI app on one origin.
+
+- ``POST /airlock.v1.<Service>/<Method>`` with ``content-type: application/grpc-web[+proto]``
+  goes to the generated ``*ASGIApplication`` of that service, wrapped by :class:`ConnectAuth`,
+  which shares the gRPC adapter's checks (``server.transport.auth.authorize``) and its error
+  table (``server.transport.errors.to_status``); the gRPC status code becomes the connectrpc
+  ``Code`` of the same name. Other protocols (Connect, gRPC over HTTP/1.1) are refused with 415:
+  browsers speak gRPC-Web and native clients use the gRPC port.
+- ``GET /healthz`` answers ``ok`` (503 while shutting down).
+- Any other ``GET``/``HEAD`` serves a file of the built UI (``server/webui/``) with security
+  headers; unknown paths without a file extension fall back to ``index.html`` (client routing).
+- CORS is off unless ``cors_origins`` is set; then exactly those origins may call the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import mimetypes
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import Token
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+
+from airlock.v1 import (
+    admin_service_connect,
+    admin_service_pb2,
+    approval_service_connect,
+    approval_service_pb2,
+    registry_service_connect,
+    registry_service_pb2,
+    run_service_connect,
+    run_service_pb2,
+)
+from server.domain.errors import AirlockError
+from server.domain.principal import Principal
+from server.services.admin import AdminService
+from server.settings import ServerSettings
+from server.transport.auth import PACKAGE, authorize
+from server.transport.context import reset_principal, set_principal
+from server.transport.errors import to_status
+from server.transport.handlers import (
+    AdminHandlers,
+    ApprovalHandlers,
+    RegistryHandlers,
+    RunHandlers,
+    Services,
+)
+
+log = logging.getLogger(__name__)
+
+WEBUI_DIR = Path(__file__).resolve().parent.parent / "webui"
+GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto"})
+CORS_ALLOW_HEADERS = ("content-type, authorization, x-grpc-web, x-user-agent, "
+                      "connect-protocol-version, grpc-timeout")
+CORS_EXPOSE_HEADERS = "grpc-status, grpc-message"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+UI_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+SHUTTING_DOWN = "server is shutting down; reconnect"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_FILES = (registry_service_pb2, run_service_pb2, approval_service_pb2, admin_service_pb2)
+METHOD_PATHS = frozenset(f"/{svc.full_name}/{m.name}" for f in _FILES
+                         for svc in f.DESCRIPTOR.services_by_name.values() for m in svc.methods)
+
+# grpc.StatusCode -> connectrpc Code, by name (gRPC spells CANCELLED with two Ls).
+_CODES = {**{c.name: c for c in Code}, "CANCELLED": Code.CANCELED}
+
+
+def connect_error(exc: BaseException) -> ConnectError:
+    """The ConnectError for an exception, through the same table as gRPC (internals never leak)."""
+    code, message = to_status(exc)
+    return ConnectError(_CODES.get(code.name, Code.INTERNAL), message)
+
+
+def _grpc_status_of(code: Code) -> int:
+    """Numeric gRPC status of a connectrpc Code (for responses this module writes itself)."""
+    name = "CANCELLED" if code is Code.CANCELED else code.name
+    return int(grpc.StatusCode[name].value[0])
+
+
+class ConnectAuth:
+    """connectrpc interceptor: authenticate, check the role, map errors (as the gRPC one does)."""
+
+    def __init__(self, admin: AdminService, closing: asyncio.Event) -> None:
+        self.admin = admin
+        self.closing = closing
+
+    async def _enter(self, ctx: RequestContext) -> Token[Principal]:
+        method = ctx.method
+        operation = f"{method.service_name.removeprefix(PACKAGE)}.{method.name}"
+        try:
+            principal = await authorize(self.admin, operation,
+                                        ctx.request_headers.get("authorization"))
+        except AirlockError as e:
+            raise connect_error(e) from None
+        return set_principal(principal)
+
+    @staticmethod
+    def _leave(token: Token[Principal]) -> None:
+        with contextlib.suppress(ValueError):  # closed from another context (garbage collector)
+            reset_principal(token)
+
+    async def intercept_unary(self, call_next: Callable[[Any, RequestContext], Awaitable[Any]],
+                              request: Any, ctx: RequestContext) -> Any:
+        token = await self._enter(ctx)
+        try:
+            return await call_next(request, ctx)
+        except ConnectError:
+            raise
+        except Exception as e:
+            raise connect_error(e) from None
+        finally:
+            self._leave(token)
+
+    async def intercept_server_stream(
+        self, call_next: Callable[[Any, RequestContext], AsyncIterator[Any]], request: Any,
+        ctx: RequestContext,
+    ) -> AsyncIterator[Any]:
+        token = await self._enter(ctx)
+        try:
+            async for item in self._until_closing(call_next(request, ctx)):
+                yield item
+        finally:
+            self._leave(token)
+
+    async def _until_closing(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The handler's messages; ends the stream with UNAVAILABLE when the server stops.
+
+        The handler runs in its own task, so a shutdown (or a client disconnect, which
+        cancels this generator) stops it at whatever it awaits, inside its own frames.
+        """
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
+
+        async def produce() -> None:
+            try:
+                async for item in stream:
+                    await queue.put(("item", item))
+                await queue.put(("end", None))
+            except Exception as e:
+                await queue.put(("error", e))
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        producer = asyncio.create_task(produce(), name="grpcweb-stream")
+        closing = asyncio.create_task(self.closing.wait())
+        try:
+            while True:
+                get = asyncio.create_task(queue.get())
+                done, _ = await _wait_first(get, closing)
+                if get not in done:
+                    get.cancel()
+                    raise ConnectError(Code.UNAVAILABLE, SHUTTING_DOWN)
+                kind, value = get.result()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    if isinstance(value, ConnectError):
+                        raise value
+                    raise connect_error(value) from None
+                yield value
+        finally:
+            closing.cancel()
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+
+
+async def _wait_first(*tasks: asyncio.Task[Any]) -> tuple[set[asyncio.Task[Any]], Any]:
+    try:
+        return await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        raise
+
+
+# --- the ASGI app -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    body: bytes
+    gzipped: bytes | None
+    content_type: str
+    key: tuple[int, int]
+
+
+_COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml",
+                 "application/manifest+json")
+_TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8",
+          ".svg": "image/svg+xml", ".json": "application/json", ".map": "application/json",
+          ".ico": "image/x-icon", ".png": "image/png", ".woff2": "font/woff2",
+          ".txt": "text/plain; charset=utf-8", ".webmanifest": "application/manifest+json"}
+
+
+class StaticFiles:
+    """Read-only files under one directory, with a small in-memory cache (gzip included)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[Path, _File] = {}
+
+    def find(self, url_path: str) -> Path | None:
+        """The file for a URL path, or None. Refuses traversal and hidden files."""
+        if "\x00" in url_path or "\\" in url_path:
+            return None
+        parts = [p for p in url_path.split("/") if p]
+        if any(p.startswith(".") for p in parts):
+            return None
+        try:
+            root = self.root.resolve(strict=True)
+            candidate = root.joinpath(*parts).resolve() if parts else root / "index.html"
+        except (OSError, RuntimeError):
+            return None
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+        return candidate
+
+    def load(self, path: Path) -> _File:
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._cache.get(path)
+        if hit is not None and hit.key == key:
+            return hit
+        body = path.read_bytes()
+        ctype = _TYPES.get(path.suffix.lower()) or (
+            mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        gz = (gzip.compress(body, 9, mtime=0)
+              if len(body) > 512 and ctype.startswith(_COMPRESSIBLE) else None)
+        f = _File(body, gz, ctype, key)
+        if len(self._cache) > 512:
+            self._cache.clear()
+        self._cache[path] = f
+        return f
+
+
+class WebApp:
+    """The ASGI app: gRPC-Web for every service, /healthz, and the UI."""
+
+    def __init__(self, services: Services, settings: ServerSettings, *,
+                 webui_dir: Path = WEBUI_DIR) -> None:
+        self.closing = asyncio.Event()
+        self.cors_origins = frozenset(settings.cors_origins)
+        self.static = StaticFiles(webui_dir)
+        auth = ConnectAuth(services.admin, self.closing)
+        options: dict[str, Any] = {
+            "interceptors": [auth], "read_max_bytes": settings.max_message_bytes,
+            "codecs": [google_protobuf_binary_codec()],
+        }
+        apps: list[Any] = [
+            registry_service_connect.RegistryServiceASGIApplication(
+                RegistryHandlers(services), **options),
+            run_service_connect.RunServiceASGIApplication(RunHandlers(services), **options),
+            approval_service_connect.ApprovalServiceASGIApplication(
+                ApprovalHandlers(services), **options),
+            admin_service_connect.AdminServiceASGIApplication(AdminHandlers(services), **options),
+        ]
+        self.services: dict[str, ASGIApp] = {app.path: app for app in apps}
+
+    def close(self) -> None:
+        """Refuse new calls and end open streams with UNAVAILABLE (clients reconnect)."""
+        self.closing.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets are not served (uvicorn runs with ws="none")
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = _headers(scope)
+        if path.startswith("/" + PACKAGE):
+            await self._api(scope, receive, send, path, method, headers)
+        elif path == "/healthz" and method in ("GET", "HEAD"):
+            ok = not self.closing.is_set()
+            await _plain(send, 200 if ok else 503, b"ok\n" if ok else b"shutting down\n",
+                         head=method == "HEAD")
+        elif method in ("GET", "HEAD"):
+            await self._ui(send, path, method, headers)
+        else:
+            await _plain(send, 405, b"method not allowed\n", extra=[(b"allow", b"GET, HEAD")])
+
+    # --- API ------------------------------------------------------------------------------------
+
+    def _cors(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        origin = headers.get("origin")
+        if not self.cors_origins or origin is None or origin not in self.cors_origins:
+            return []
+        return [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin"),
+                (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode())]
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
+                   headers: dict[str, str]) -> None:
+        cors = self._cors(headers)
+        if method == "OPTIONS":
+            if not cors:
+                await _plain(send, 403, b"origin not allowed\n")
+                return
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                *cors, (b"access-control-allow-methods", b"POST"),
+                (b"access-control-allow-headers", CORS_ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", b"7200")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if method != "POST":
+            await _plain(send, 405, b"method not allowed\n", extra=[(b"allow", b"POST"), *cors])
+            return
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in GRPC_WEB_CONTENT_TYPES:
+            await _plain(send, 415, b"only gRPC-Web (application/grpc-web+proto) is served here\n",
+                         extra=cors)
+            return
+        if path not in METHOD_PATHS:
+            await _grpc_web_status(send, Code.UNIMPLEMENTED, f"unknown method {path}", cors)
+            return
+        if self.closing.is_set():
+            await _grpc_web_status(send, Code.UNAVAILABLE, SHUTTING_DOWN, cors)
+            return
+        app = self.services[path[: path.index("/", 1)]]
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *cors,
+                                                  (b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    # --- UI -------------------------------------------------------------------------------------
+
+    async def _ui(self, send: Send, path: str, method: str, headers: dict[str, str]) -> None:
+        found = self.static.find(path)
+        if found is None:
+            last = path.rstrip("/").rsplit("/", 1)[-1]
+            if "." in last:  # a missing asset, not a client-side route
+                await _plain(send, 404, b"not found\n", extra=list(UI_SECURITY_HEADERS))
+                return
+            found = self.static.find("/index.html")
+        if found is None:
+            await _plain(send, 404, b"The UI is not built: run ui/build.sh\n",
+                         extra=list(UI_SECURITY_HEADERS))
+            return
+        f = await asyncio.to_thread(self.static.load, found)
+        use_gzip = f.gzipped is not None and "gzip" in headers.get("accept-encoding", "")
+        body = f.gzipped if use_gzip and f.gzipped is not None else f.body
+        immutable = path.startswith("/assets/") and found.name != "index.html"
+        out = [(b"content-type", f.content_type.encode()),
+               (b"content-length", str(len(body)).encode()),
+               (b"cache-control",
+                b"public, max-age=31536000, immutable" if immutable else b"no-cache"),
+               *UI_SECURITY_HEADERS]
+        if f.gzipped is not None:
+            out.append((b"vary", b"Accept-Encoding"))
+        if use_gzip:
+            out.append((b"content-encoding", b"gzip"))
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+async def _plain(send: Send, status: int, body: bytes, *, head: bool = False,
+                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    extra = extra or []
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *extra]
+    if not any(k == b"x-content-type-options" for k, _ in extra):
+        headers.append((b"x-content-type-options", b"nosniff"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _grpc_web_status(send: Send, code: Code, message: str,
+                           extra: list[tuple[bytes, bytes]]) -> None:
+    """A gRPC-Web trailers-only response (status in the headers, no body)."""
+    from urllib.parse import quote
+
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/grpc-web+proto"),
+        (b"grpc-status", str(_grpc_status_of(code)).encode()),
+        (b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()),
+        (b"x-content-type-options", b"nosniff"), *extra]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def build_web_app(services: Services, settings: ServerSettings, *,
+                  webui_dir: Path = WEBUI_DIR) -> WebApp:
+    return WebApp(services, settings, webui_dir=webui_dir)
+
+
+# --- uvicorn, embedded ----------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the process that embeds it owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class WebServer:
+    """Serves a :class:`WebApp` on uvicorn as a task of the running loop; port 0 is supported."""
+
+    def __init__(self, app: WebApp, listen: str) -> None:
+        self.app = app
+        self.host, self.port = split_host_port(listen)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        # Bind here, not in uvicorn: a busy port raises OSError instead of sys.exit().
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, lifespan="off",
+                                log_level="warning", log_config=None, access_log=False,
+                                ws="none", server_header=False, timeout_graceful_shutdown=5)
+        self.server = _Server(config)
+        self._task = asyncio.create_task(self.server.serve(sockets=[sock]), name="uvicorn")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises the start-up error
+                raise RuntimeError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.005)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """End open streams (UNAVAILABLE), let calls in flight finish, then close."""
+        if self._task is None:
+            return
+        self.app.close()
+        self.server.config.timeout_graceful_shutdown = max(int(grace), 1)
+        self.server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace + 2)
+        except TimeoutError:
+            self.server.force_exit = True
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        finally:
+            self._task = None

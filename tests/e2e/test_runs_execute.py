@@ -1,0 +1,88 @@
+"""Runs really run: gRPC submission, real PostgreSQL, a real executor, real podman containers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from airlock.v1 import approval_service_pb2 as aps
+from airlock.v1 import run_service_pb2 as rs
+from executor.runtime.podman import PodmanRuntime
+from tests.conftest import Plane
+from tests.e2e.conftest import MISBEHAVE, SAMPLES, register, running_executor, state_name, wait_terminal
+
+pytestmark = [pytest.mark.podman, pytest.mark.postgres]
+
+
+async def test_low_risk_run_succeeds_with_output_and_logs(
+    pg_plane: Plane, podman_runtime: PodmanRuntime, e2e_ready: object
+) -> None:
+    admin = pg_plane.admin
+    await register(admin, SAMPLES / "text-transform")
+    alice = await pg_plane.key("alice", "submitter")
+    async with running_executor(pg_plane.url, podman_runtime):
+        sub = await alice.runs.SubmitRun(rs.SubmitRunRequest(
+            agent="text-transform", capability="uppercase", input_json='{"text": "hello"}'),
+            metadata=alice.md)
+        events = await wait_terminal(alice, sub.run.id)
+    assert [state_name(e.state) for e in events] == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert [e.sequence for e in events] == [1, 2, 3]
+    res = await alice.runs.GetRunResult(rs.GetRunResultRequest(run_id=sub.run.id), metadata=alice.md)
+    assert json.loads(res.output_json) == {"text": "HELLO"}
+    assert res.run.duration_seconds > 0
+    assert res.run.attempt == 1
+
+
+async def test_high_risk_run_waits_for_approval_then_runs(
+    pg_plane: Plane, podman_runtime: PodmanRuntime, e2e_ready: object
+) -> None:
+    admin = pg_plane.admin
+    await register(admin, SAMPLES / "text-transform", **{"risk: low": "risk: high"})
+    alice = await pg_plane.key("alice", "submitter")
+    bob = await pg_plane.key("bob", "approver")
+    async with running_executor(pg_plane.url, podman_runtime):
+        sub = await alice.runs.SubmitRun(rs.SubmitRunRequest(
+            agent="text-transform", capability="reverse", input_json='{"text": "abc"}'),
+            metadata=alice.md)
+        assert state_name(sub.run.state) == "PENDING_APPROVAL"
+        await asyncio.sleep(1.5)  # an executor is running: nothing may start before approval
+        got = await alice.runs.GetRun(rs.GetRunRequest(run_id=sub.run.id), metadata=alice.md)
+        assert state_name(got.run.state) == "PENDING_APPROVAL"
+        await bob.approvals.Approve(aps.ApproveRequest(run_id=sub.run.id, reason="looks fine"),
+                                    metadata=bob.md)
+        events = await wait_terminal(alice, sub.run.id)
+    assert [state_name(e.state) for e in events] == ["PENDING_APPROVAL", "QUEUED", "RUNNING", "SUCCEEDED"]
+    res = await alice.runs.GetRunResult(rs.GetRunResultRequest(run_id=sub.run.id), metadata=alice.md)
+    assert json.loads(res.output_json) == {"text": "cba"}
+
+
+async def test_cancel_running_run_stops_container_quickly(
+    pg_plane: Plane, podman_runtime: PodmanRuntime, e2e_ready: object
+) -> None:
+    admin = pg_plane.admin
+    await register(admin, MISBEHAVE, **{"risk: critical": "risk: low"})
+    alice = await pg_plane.key("alice", "submitter")
+    async with running_executor(pg_plane.url, podman_runtime):
+        sub = await alice.runs.SubmitRun(rs.SubmitRunRequest(
+            agent="misbehave", capability="spin", input_json="{}",
+            limits={"timeout_seconds": 30}), metadata=alice.md)
+        async for msg in alice.runs.WatchRun(rs.WatchRunRequest(run_id=sub.run.id), metadata=alice.md,
+                                            timeout=60):
+            if state_name(msg.event.state) == "RUNNING":
+                break
+        await asyncio.sleep(0.5)  # let the container start
+        t0 = time.monotonic()
+        await alice.runs.CancelRun(rs.CancelRunRequest(run_id=sub.run.id, reason="enough"),
+                                   metadata=alice.md)
+        events = await wait_terminal(alice, sub.run.id)
+        elapsed = time.monotonic() - t0
+    assert state_name(events[-1].state) == "CANCELLED"
+    assert elapsed < 3.0, f"cancel took {elapsed:.1f}s"
+    proc = await asyncio.create_subprocess_exec(
+        "podman", "ps", "-aq", "--filter", f"label=airlock.run_id={sub.run.id}",
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert out.strip() == b"", "container left behind"

@@ -1,0 +1,22 @@
+"""Polling helpers for asynchronous effects (never fixed sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def assert_eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *,
+                            timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if check(last):
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s; last value: {last!r}")
