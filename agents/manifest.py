@@ -173,7 +173,7 @@ class Manifest(_Strict):
         for field in LimitsSpec.model_fields:
             dv, mv = getattr(d, field), getattr(m, field)
             if dv is not None and mv is not None and dv > mv:
-                raise ValueError(f"limits.default.{field} ({dv}) exceeds limits.max.{field} ({mv})")
+                raise ValueError(f"limits.default.{field}: {dv} exceeds limits.max.{field} ({mv})")
         return self
 
     def capability(self, name: str) -> Capability | None:
@@ -202,13 +202,21 @@ def parse_manifest(data: Any) -> Manifest:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise ManifestError(loc or "manifest", msg) from None
+        if not loc:  # a check across fields: its message may start with the field it blames
+            m = re.fullmatch(r"([a-z_][a-z0-9_.]*): (.*)", msg, re.DOTALL)
+            if m:
+                loc, msg = m.groups()
+        raise ManifestError(loc, msg) from None
 
 
 def load_manifest_text(text: str) -> Manifest:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        raise ManifestError("", f"not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ManifestError("", "not a manifest: nested too deeply") from None
+    except ValueError as e:  # a scalar YAML accepts but Python refuses (an int of 5000 digits)
         raise ManifestError("", f"not valid YAML: {e}") from None
     return parse_manifest(data)
 

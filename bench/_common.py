@@ -56,11 +56,15 @@ class Cell:
     p50_ms: float
     p99_ms: float
     first_error: str = ""
+    server_cpu_us: float | None = None  # server process CPU per successful call, if known
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("seconds", "throughput", "p50_ms", "p99_ms"):
-            d[k] = round(d[k], 3) if math.isfinite(d[k]) else None
+        for k in ("seconds", "throughput", "p50_ms", "p99_ms", "server_cpu_us"):
+            if d[k] is not None:
+                d[k] = round(d[k], 3) if math.isfinite(d[k]) else None
+        if d["server_cpu_us"] is None:
+            del d["server_cpu_us"]
         if not d["first_error"]:
             del d["first_error"]
         return d
@@ -70,12 +74,14 @@ class Cell:
 
 
 async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *, clients: int,
-                      duration: float, warmup: float = 0.5) -> Cell:
+                      duration: float, warmup: float = 0.5, server_pid: int | None = None) -> Cell:
     """Run ``clients`` callers that each issue ``await call(client_index, n)`` back to back.
 
     Calls that *start* during the first ``warmup`` seconds are not counted; calls that start
     before the end of the window are counted when they succeed (latency = that call's wall
-    time). Throughput is successful calls over the measurement window.
+    time). Throughput is successful calls over the measurement window. With ``server_pid``,
+    also the server process's CPU time per call over the window: steadier than throughput
+    on a shared machine, since it shows the server's cost even when others take the cores.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -84,6 +90,9 @@ async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *,
     latencies: list[float] = []
     errors = 0
     first_error = ""
+    cpu_start: list[float | None] = [None]
+    if server_pid is not None:
+        loop.call_at(t_measure, lambda: cpu_start.__setitem__(0, process_cpu_seconds(server_pid)))
 
     async def client(i: int) -> None:
         nonlocal errors, first_error
@@ -110,10 +119,24 @@ async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *,
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     window = max(loop.time() - t_measure, 1e-9)
+    cpu_end = process_cpu_seconds(server_pid) if server_pid is not None else None
+    cpu_us = None
+    if cpu_start[0] is not None and cpu_end is not None and latencies:
+        cpu_us = (cpu_end - cpu_start[0]) * 1e6 / len(latencies)
     return Cell(op=op, clients=clients, calls=len(latencies), errors=errors, seconds=window,
                 throughput=len(latencies) / window,
                 p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
-                first_error=first_error)
+                first_error=first_error, server_cpu_us=cpu_us)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc); None where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # --- output ---------------------------------------------------------------------------------------

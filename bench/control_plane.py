@@ -88,7 +88,8 @@ async def serve_plane(url: str, profile: str | None) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-    settings = ServerSettings(database_url=url, grpc_listen="127.0.0.1:0", migrate_on_start=True)
+    settings = ServerSettings(database_url=url, grpc_listen="127.0.0.1:0",
+                              http_listen="127.0.0.1:0", migrate_on_start=True)
     cp = ControlPlane(settings, policy=Policy())  # built-in policy: low risk is auto-approved
     await cp.start()
     _, admin = await cp.services.admin.create_key("bench", "bench-admin", Role.ADMIN)
@@ -161,9 +162,9 @@ async def measure(echo: ServerProcess, plane: ServerProcess, *, duration: float,
         for c in concurrency:
             for op in ("floor", *OPS):
                 log(f"  {op} x{c} ...")
-                cell = await closed_loop(op, calls[op], clients=c, duration=duration,
-                                         warmup=warmup)
-                cells.append(cell)
+                pid = echo.pid if op == "floor" else plane.pid
+                cells.append(await closed_loop(op, calls[op], clients=c, duration=duration,
+                                               warmup=warmup, server_pid=pid))
     return cells
 
 
@@ -180,9 +181,10 @@ def report(cells: list[Cell], *, duration: float, warmup: float,
         rel_p99 = c.p99_ms / f.p99_ms if f and f.p99_ms and c.op != "floor" else None
         rows.append([c.op, c.clients, c.throughput, c.p50_ms, c.p99_ms, c.errors,
                      f"{rel_tp:.0%}" if rel_tp is not None else "",
-                     f"{rel_p99:.1f}x" if rel_p99 is not None else ""])
+                     f"{rel_p99:.1f}x" if rel_p99 is not None else "",
+                     f"{c.server_cpu_us:,.0f}" if c.server_cpu_us is not None else "-"])
     print_table(rows, ["op", "clients", "calls/s", "p50 ms", "p99 ms", "errors", "tput/floor",
-                       "p99/floor"])
+                       "p99/floor", "server CPU us/call"])
 
     targets: dict[str, bool] = {}
     detail: list[list[object]] = []

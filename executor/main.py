@@ -13,6 +13,7 @@ from executor.worker import Executor
 from server.store import Store, make_engine
 from server.store.engine import sync_url
 from server.store.notify import Notifier, PgListener
+from server.telemetry import setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ async def open_store(url: str) -> tuple[Store, PgListener | None]:
 
 async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     url = settings.database_url.get_secret_value()
+    telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # issue #4
     runtime = await resolve_runtime(settings.runtime, executor_id=settings.executor_id,
                                     work_root=settings.podman_work_root)
     store, listener = await open_store(url)
@@ -42,6 +44,8 @@ async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
         if listener:
             await listener.stop()
         await store.dispose()
+        for h in telemetry:
+            h.shutdown()
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -35,3 +35,5 @@ class ExecutorSettings(BaseSettings):
                                     description="or environment variables <prefix><NAME>")
     podman_work_root: Path = Field(default=Path("/run/airlock"),
                                    description="per-run scratch directories (podman runtime)")
+    otlp_endpoint: str | None = Field(default=None,
+                                      description="OTLP/HTTP endpoint for traces and metrics")

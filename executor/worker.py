@@ -17,7 +17,7 @@ import json
 import logging
 import socket
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from executor.results import Outcome, interpret
@@ -29,6 +29,7 @@ from server.domain.states import RunState
 from server.services.clock import Clock, utcnow
 from server.store import Store
 from server.store.notify import RUN_EVENTS, RUNS_QUEUED
+from server.telemetry import current_traceparent, metrics_api, record_span, span, traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     shutdown: bool = False  # cancelled because the executor is stopping (re-queue, not CANCELLED)
+    leased_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock (traces)
 
 
 class Executor:
@@ -133,6 +135,7 @@ class Executor:
 
     async def _claim(self, limit: int) -> list[Run]:
         now = self.clock()
+        started = datetime.now(UTC)
         out = []
         async with self.store.transaction() as tx:
             for run in await tx.claim_queued(limit):
@@ -141,11 +144,26 @@ class Executor:
                     actor=self.id, now=now, attempt=run.attempt + 1, lease_owner=self.id,
                     lease_expires_at=now + self.lease, started_at=now, executor_id=self.id,
                     cancel_requested=False))
+        for run in out:  # issue #4: the lease, as a span in the run's trace
+            if run.traceparent:
+                record_span("airlock.run.lease", parent=run.traceparent, start=started,
+                            end=datetime.now(UTC), attributes={
+                                "airlock.run_id": run.id, "airlock.executor": self.id,
+                                "airlock.attempt": run.attempt})
         return out
 
     # -- one run -----------------------------------------------------------------------------
 
     async def _execute(self, a: _Active) -> None:
+        """One attempt, as the span "airlock.run.execute" in the run's trace (issue #4)."""
+        run = a.run
+        with span("airlock.run.execute", parent=run.traceparent or None, attributes={
+                "airlock.run_id": run.id, "airlock.agent": f"{run.agent}@{run.version}",
+                "airlock.capability": run.capability, "airlock.attempt": run.attempt,
+                "airlock.executor": self.id}):
+            await self._execute_attempt(a)
+
+    async def _execute_attempt(self, a: _Active) -> None:
         run = a.run
         try:
             try:
@@ -153,12 +171,27 @@ class Executor:
             except MissingSecret as e:
                 await self._finish(a, Outcome(state="FAILED", reason=str(e)))
                 return
-            spec = RunSpec(
-                run_id=run.id, attempt=run.attempt, image=run.image, capability=run.capability,
-                input=json.loads(run.input_json), limits=run.limits, entrypoint=run.entrypoint,
-                network=run.network, secrets=secrets, executor_id=self.id,
-                env={"TRACEPARENT": run.traceparent} if run.traceparent else {})
-            result = await self.runtime.run(spec, a.cancel)
+            # issue #4: lease -> launch is the sandbox start latency; the container gets the
+            # sandbox span's context as TRACEPARENT.
+            launched = datetime.now(UTC)
+            metrics_api().sandbox_start.record((launched - a.leased_at).total_seconds())
+            if run.traceparent:
+                record_span("airlock.sandbox.start", parent=current_traceparent(),
+                            start=a.leased_at, end=launched, attributes={"airlock.run_id": run.id})
+            with span("airlock.sandbox", attributes={"airlock.run_id": run.id,
+                                                     "airlock.runtime": self.runtime.name,
+                                                     "airlock.image": run.image}) as sandbox:
+                traceparent = traceparent_of(sandbox) or run.traceparent
+                spec = RunSpec(
+                    run_id=run.id, attempt=run.attempt, image=run.image,
+                    capability=run.capability, input=json.loads(run.input_json),
+                    limits=run.limits, entrypoint=run.entrypoint, network=run.network,
+                    secrets=secrets, executor_id=self.id,
+                    env={"TRACEPARENT": traceparent} if traceparent else {})
+                result = await self.runtime.run(spec, a.cancel)
+                sandbox.set_attribute("airlock.sandbox.termination", result.termination.value)
+            metrics_api().sandbox_duration.record(result.duration_seconds,
+                                                  {"termination": result.termination.value})
             outcome = interpret(result, run.output_schema, limits=run.limits)
             await self._finish(a, outcome)
         except Exception as e:  # the runtime itself broke: fail this run, keep the executor
@@ -171,6 +204,12 @@ class Executor:
             self._slot_freed.set()
 
     async def _finish(self, a: _Active, outcome: Outcome) -> None:
+        """Record the outcome, as the span "airlock.run.complete" (issue #4)."""
+        with span("airlock.run.complete", attributes={"airlock.run_id": a.run.id,
+                                                      "airlock.outcome": outcome.state}):
+            await self._record(a, outcome)
+
+    async def _record(self, a: _Active, outcome: Outcome) -> None:
         run = a.run
         now = self.clock()
         async with self.store.transaction() as tx:

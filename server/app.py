@@ -18,9 +18,17 @@ from server.settings import ServerSettings
 from server.store import Store, make_engine
 from server.store.migrate import upgrade
 from server.store.notify import Notifier, PgListener
+from server.telemetry import (
+    TelemetryHandle,
+    metrics_api,
+    metrics_enabled,
+    server_interceptors,
+    setup_telemetry,
+)
 from server.transport.grpc_server import build_server, set_serving
 from server.transport.grpcweb import WebServer, build_web_app
 from server.transport.handlers import Services
+from server.transport.nats_submit import NatsSubmitResponder
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,8 @@ class ControlPlane:
         self.http: WebServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self.nats_submit: NatsSubmitResponder | None = None  # issue #4
+        self._telemetry: list[TelemetryHandle] = []
 
     async def start(self) -> None:
         ensure_sqlite_dir(self.url)
@@ -74,8 +84,11 @@ class ControlPlane:
         self.admin_token = await self.services.admin.ensure_first_admin()
         if self.admin_token and self.settings.admin_token_file:
             self._write_token(self.settings.admin_token_file, self.admin_token)
+        # --- telemetry (issue #4): OTLP when configured; one span per RPC when tracing is on.
+        self._telemetry = setup_telemetry("airlock-server", self.settings.otlp_endpoint)
         self.server, self.health = build_server(self.services,
-                                                max_message_bytes=self.settings.max_message_bytes)
+                                                max_message_bytes=self.settings.max_message_bytes,
+                                                extra_interceptors=server_interceptors())
         self.grpc_port = self._bind()
         await self.server.start()
         await set_serving(self.health, True)
@@ -92,6 +105,15 @@ class ControlPlane:
         # Expire overdue approvals now (correct after a restart), then keep sweeping.
         await self.services.approvals.expire_due()
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
+        # --- NATS submit and metrics (issue #4) ---
+        if self.settings.nats_url is not None:
+            servers = [u.strip() for u in self.settings.nats_url.get_secret_value().split(",")]
+            self.nats_submit = NatsSubmitResponder(self.services, servers,
+                                                   subject=self.settings.nats_submit_subject)
+            self.nats_submit.start()
+        if metrics_enabled():
+            self._tasks.append(asyncio.create_task(self._sample_queue(), name="queue-depth"))
+        # --- end issue #4 ---
         log.info("gRPC listening on %s", self.grpc_address)
 
     @property
@@ -131,6 +153,17 @@ class ControlPlane:
             except Exception:  # a database blip must not end the sweeper
                 log.exception("approval expiry sweep failed")
 
+    async def _sample_queue(self) -> None:
+        """Sample the queue depth for the metrics gauge (the gauge callback cannot query)."""
+        while True:
+            try:
+                async with self.store.read() as tx:
+                    for state in ("QUEUED", "PENDING_APPROVAL"):
+                        metrics_api().set_queue_depth(state, await tx.count("runs", state=state))
+            except Exception:
+                log.debug("queue depth sample failed", exc_info=True)
+            await asyncio.sleep(5.0)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Health NOT_SERVING -> stop HTTP, then gRPC, with grace -> cancel tasks -> close the DB."""
         if self._stopped:
@@ -145,9 +178,13 @@ class ControlPlane:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.nats_submit is not None:
+            await self.nats_submit.stop(grace)
         if self._listener is not None:
             await self._listener.stop()
         await self.store.dispose()
+        for h in self._telemetry:
+            h.shutdown()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

@@ -310,11 +310,6 @@ def status_name(value: int) -> str:
     return _enum_label(approval_pb2.ApprovalStatus, value, "APPROVAL_STATUS_", lower=True)
 
 
-TERMINAL_STATES = frozenset({
-    run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_TIMED_OUT,
-    run_pb2.RUN_STATE_OOM_KILLED, run_pb2.RUN_STATE_CANCELLED, run_pb2.RUN_STATE_REJECTED,
-    run_pb2.RUN_STATE_EXPIRED,
-})
 ROLES = ("admin", "submitter", "approver", "viewer", "executor")
 STATES = tuple(state_name(v) for v in run_pb2.RunState.values() if v)
 
@@ -478,9 +473,8 @@ async def _unless(work: Awaitable[None], force: asyncio.Event) -> bool:
 
 def _print_started(cp: ControlPlane, settings: ServerSettings) -> None:
     print(f"airlock: control plane serving gRPC on {cp.grpc_address}", flush=True)
-    http = getattr(cp, "http_address", None)
-    if http:
-        print(f"airlock: gRPC-Web and the UI on http://{http}", flush=True)
+    if cp.http_address:
+        print(f"airlock: gRPC-Web and the UI on http://{cp.http_address}", flush=True)
     if cp.admin_token:
         print("airlock: created the first admin key; its token (shown once):", flush=True)
         print(f"    {cp.admin_token}", flush=True)
@@ -1160,11 +1154,12 @@ def _register_base_image(cli: Commands) -> None:
 # One registrar per top-level command, in the order `airlock --help` lists them.
 # To add a command: write `def _register_x(cli: Commands) -> None` (cli.add / cli.group) and
 # list it here.
+from server.cli_processes import register_dev, register_executor  # noqa: E402
+
 REGISTRARS: list[Callable[[Commands], None]] = [
     _register_serve,
-    # LEAD: `airlock executor` goes here (a registrar like _register_serve; load its settings
-    #       with load_settings(ExecutorSettings) so a bad variable exits 3 naming it).
-    # LEAD: `airlock dev` goes here (all-in-one on embedded defaults).
+    register_executor,
+    register_dev,
     _register_migrate,
     _register_keys,
     _register_whoami,

@@ -39,7 +39,14 @@ class ServerSettings(BaseSettings):
         default=None, description="where the first admin key is written (0600) at first start")
     migrate_on_start: bool = Field(default=True, description="apply migrations at start-up")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint")
+    otlp_endpoint: str | None = Field(default=None,
+                                      description="OTLP/HTTP endpoint for traces and metrics")
+    nats_url: SecretStr | None = Field(
+        default=None, description="NATS server(s), comma-separated, for runs submitted by NATS "
+        "request; unset: no NATS (events still stream over gRPC from the database)")
+    nats_submit_subject: str = Field(default="airlock.submit",
+                                     pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+                                     description="subject answered with SubmitRun over NATS")
 
     @field_validator("grpc_listen", "http_listen")
     @classmethod

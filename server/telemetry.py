@@ -1,10 +1,57 @@
-"""Trace context helpers (W3C ``traceparent``); a no-op when tracing is not configured."""
+"""OpenTelemetry for every Airlock process: traces, metrics, and W3C trace context helpers.
+
+Off by default: until :func:`setup_tracing` / :func:`setup_metrics` install an SDK provider,
+the API's no-op (proxy) tracer and meter make every call here cheap, and the trace context
+of a run still travels (a no-op span carries its remote parent's ``traceparent``).
+
+One trace per run: the submitting RPC's span context is stored on the run (``traceparent``);
+approval wait, lease, sandbox and completion spans, and the NATS publish spans, all use it as
+their remote parent, whichever process creates them. The container gets the sandbox span's
+context as ``TRACEPARENT``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+log = logging.getLogger(__name__)
+
 _PROPAGATOR = TraceContextTextMapPropagator()
+INSTRUMENTATION = "airlock"
+
+__all__ = [
+    "Metrics",
+    "TelemetryHandle",
+    "approval_closed",
+    "context_from_headers",
+    "context_from_traceparent",
+    "current_traceparent",
+    "metrics_api",
+    "metrics_enabled",
+    "record_span",
+    "server_interceptors",
+    "setup_metrics",
+    "setup_telemetry",
+    "setup_tracing",
+    "span",
+    "traceparent_of",
+    "tracer",
+    "tracing_enabled",
+]
+
+
+# --- trace context -----------------------------------------------------------------------------
 
 
 def current_traceparent() -> str:
@@ -12,3 +59,250 @@ def current_traceparent() -> str:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get("traceparent", "")
+
+
+def traceparent_of(s: Span) -> str:
+    """``traceparent`` of a span (also of a non-recording one that only carries a context)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(s))
+    return carrier.get("traceparent", "")
+
+
+def context_from_traceparent(traceparent: str | None) -> otel_context.Context | None:
+    """A context whose (remote) parent is ``traceparent``; None when it is empty or invalid."""
+    if not traceparent:
+        return None
+    ctx = _PROPAGATOR.extract({"traceparent": traceparent})
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    return ctx
+
+
+def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+    """The remote parent carried by message headers (``traceparent``), if any."""
+    if not headers:
+        return None
+    value = headers.get("traceparent") or headers.get("Traceparent") or ""
+    return context_from_traceparent(value)
+
+
+# --- tracing -----------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_tracing_on = False
+
+
+def tracer() -> Tracer:
+    """Airlock's tracer (the global provider's; a proxy until tracing is set up)."""
+    return trace.get_tracer(INSTRUMENTATION)
+
+
+def tracing_enabled() -> bool:
+    """True once :func:`setup_tracing` installed an exporter in this process."""
+    return _tracing_on
+
+
+@contextlib.contextmanager
+def span(name: str, *, parent: str | otel_context.Context | None = None,
+         kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
+         start_time: datetime | None = None) -> Iterator[Span]:
+    """A span named ``name``: child of ``parent`` (a ``traceparent`` string or a context)
+    when given, else of the current span. It is the current span inside the block."""
+    ctx = context_from_traceparent(parent) if isinstance(parent, str) else parent
+    start_ns = int(start_time.timestamp() * 1e9) if start_time is not None else None
+    with tracer().start_as_current_span(
+        name, context=ctx, kind=kind, attributes=dict(attributes or {}), start_time=start_ns,
+        record_exception=True, set_status_on_exception=True,
+    ) as s:
+        yield s
+
+
+def record_span(name: str, *, parent: str, start: datetime, end: datetime,
+                attributes: Mapping[str, Any] | None = None) -> None:
+    """A span that already happened (e.g. the wait for an approval, known when it closes)."""
+    ctx = context_from_traceparent(parent)
+    s = tracer().start_span(name, context=ctx, attributes=dict(attributes or {}),
+                            start_time=int(start.timestamp() * 1e9))
+    s.end(end_time=int(end.timestamp() * 1e9))
+
+
+@dataclass
+class TelemetryHandle:
+    """What a ``setup_*`` call installed; ``shutdown()`` flushes and stops it (idempotent)."""
+
+    processor: Any = None
+    reader: Any = None
+
+    def force_flush(self) -> None:
+        if self.processor is not None:
+            self.processor.force_flush()
+        if self.reader is not None and hasattr(self.reader, "force_flush"):
+            self.reader.force_flush()
+
+    def shutdown(self) -> None:
+        if self.processor is not None:
+            self.processor.shutdown()
+            self.processor = None
+
+
+def _otlp_url(endpoint: str, signal: str) -> str:
+    """``http://collector:4318`` -> ``http://collector:4318/v1/<signal>`` (full URLs kept)."""
+    e = endpoint.rstrip("/")
+    return e if e.endswith(f"/v1/{signal}") else f"{e}/v1/{signal}"
+
+
+def setup_tracing(service_name: str, otlp_endpoint: str | None = None, exporter: Any = None,
+                  ) -> TelemetryHandle | None:
+    """Export spans: to ``exporter`` (tests: an ``InMemorySpanExporter``, synchronously) or
+    to OTLP/HTTP at ``otlp_endpoint`` (batched). Neither given: tracing stays off (None).
+
+    The first call installs the process's SDK ``TracerProvider`` (``service.name`` =
+    ``service_name``); later calls add their exporter to it (OpenTelemetry allows one global
+    provider per process).
+    """
+    global _tracing_on
+    if exporter is None and not otlp_endpoint:
+        return None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    if exporter is not None:
+        processor: Any = SimpleSpanProcessor(exporter)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        assert otlp_endpoint
+        url = _otlp_url(otlp_endpoint, "traces")
+        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=url))
+    with _lock:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            trace.set_tracer_provider(provider)
+        provider.add_span_processor(processor)
+        _tracing_on = True
+    log.info("tracing on: %s", f"OTLP/HTTP {otlp_endpoint}" if exporter is None else "exporter")
+    return TelemetryHandle(processor=processor)
+
+
+def server_interceptors() -> list[Any]:
+    """gRPC aio server interceptors for tracing (one span per RPC), or [] when tracing is off."""
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+# Buckets in seconds: approvals take minutes to hours; sandboxes start in tens of ms to seconds.
+_APPROVAL_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """Airlock's instruments, created from one meter provider."""
+
+    def __init__(self, provider: metrics.MeterProvider) -> None:
+        meter = provider.get_meter(INSTRUMENTATION)
+        self._gauges: dict[str, int] = {}
+        self.runs_finished = meter.create_counter(
+            "airlock.runs.finished", unit="{run}",
+            description="Runs that reached a terminal state, by outcome (the state)")
+        self.approval_wait = meter.create_histogram(
+            "airlock.approval.wait", unit="s",
+            description="Time from submission to the approval's closing, by result",
+            explicit_bucket_boundaries_advisory=list(_APPROVAL_BUCKETS))
+        self.sandbox_start = meter.create_histogram(
+            "airlock.sandbox.start_latency", unit="s",
+            description="Time from a run's lease to its sandbox being launched by the runtime",
+            explicit_bucket_boundaries_advisory=list(_LATENCY_BUCKETS))
+        self.sandbox_duration = meter.create_histogram(
+            "airlock.sandbox.duration", unit="s",
+            description="Wall time of a sandbox, from launch to its result, by outcome",
+            explicit_bucket_boundaries_advisory=list(_LATENCY_BUCKETS))
+        self.events_published = meter.create_counter(
+            "airlock.events.published", unit="{event}",
+            description="Run events acknowledged by JetStream")
+        meter.create_observable_gauge(
+            "airlock.runs.queue_depth", callbacks=[self._observe_gauges], unit="{run}",
+            description="Runs waiting, by state (QUEUED, PENDING_APPROVAL); sampled")
+
+    def set_queue_depth(self, state: str, n: int) -> None:
+        """The sampled number of runs in ``state`` (observed at the next collection)."""
+        self._gauges[state] = n
+
+    def _observe_gauges(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        return [metrics.Observation(n, {"state": s}) for s, n in self._gauges.items()]
+
+    # Convenience recorders (attribute names in one place).
+
+    def run_finished(self, state: str) -> None:
+        self.runs_finished.add(1, {"outcome": state})
+
+    def approval_closed(self, seconds: float, result: str) -> None:
+        self.approval_wait.record(max(seconds, 0.0), {"result": result})
+
+
+# No-op until set up. Airlock's instruments live on their own provider, not the global one:
+# instruments made early on the global proxy would be registered twice once it is set.
+_metrics = Metrics(metrics.NoOpMeterProvider())
+_metrics_on = False
+
+
+def metrics_api() -> Metrics:
+    """The current instruments (no-op until :func:`setup_metrics`)."""
+    return _metrics
+
+
+def metrics_enabled() -> bool:
+    return _metrics_on
+
+
+def setup_metrics(service_name: str, otlp_endpoint: str | None = None, reader: Any = None,
+                  *, export_interval_seconds: float = 15.0) -> TelemetryHandle | None:
+    """Collect metrics with ``reader`` (tests: ``InMemoryMetricReader``) or export them to
+    OTLP/HTTP at ``otlp_endpoint`` every ``export_interval_seconds``. Neither: off (None).
+
+    The instruments returned by :func:`metrics_api` are re-created on the new provider on
+    every call (a later call replaces the earlier reader).
+    """
+    global _metrics, _metrics_on
+    if reader is None and not otlp_endpoint:
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    if reader is None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        assert otlp_endpoint
+        reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=_otlp_url(otlp_endpoint, "metrics")),
+            export_interval_millis=export_interval_seconds * 1000)
+    provider = MeterProvider(resource=Resource.create({"service.name": service_name}),
+                             metric_readers=[reader])
+    with _lock:
+        _metrics = Metrics(provider)
+        _metrics_on = True
+    return TelemetryHandle(reader=reader)
+
+
+def approval_closed(*, run_id: str, traceparent: str, opened: datetime, closed: datetime,
+                    result: str) -> None:
+    """An approval request closed (approved, rejected, expired): the wait-time histogram, and
+    a span from submission to the decision in the run's trace."""
+    metrics_api().approval_closed((closed - opened).total_seconds(), result)
+    if traceparent and tracing_enabled():
+        record_span("airlock.approval.wait", parent=traceparent, start=opened, end=closed,
+                    attributes={"airlock.run_id": run_id, "airlock.approval.result": result})
+
+
+def setup_telemetry(service_name: str, otlp_endpoint: str | None) -> list[TelemetryHandle]:
+    """Traces and metrics to OTLP/HTTP when ``otlp_endpoint`` is set; else nothing."""
+    handles = [setup_tracing(service_name, otlp_endpoint),
+               setup_metrics(service_name, otlp_endpoint)]
+    return [h for h in handles if h is not None]

@@ -144,9 +144,13 @@ limits:
   max: {{memory_mib: 512, timeout_seconds: 60}}
 capabilities:
   - name: echo
-    input_schema: {{type: object, properties: {{text: {{type: string, maxLength: 10000}}}}, required: [text]}}
+    input_schema:
+      type: object
+      properties: {{text: {{type: string, maxLength: 10000}}}}
+      required: [text]
     output_schema: {{type: object}}
 """
 
 
-os.environ.setdefault("AIRLOCK_DAGGER_SCHEMA", str(REPO.parent / "shared/dagger/schema-v0.21.8.graphqls"))
+os.environ.setdefault("AIRLOCK_DAGGER_SCHEMA",
+                      str(REPO.parent / "shared/dagger/schema-v0.21.8.graphqls"))

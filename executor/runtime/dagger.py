@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import dagger
+
 from executor.runtime.base import (
     RunSpec,
     RuntimeUnavailable,
@@ -42,6 +43,8 @@ from executor.runtime.dagger_pipeline import (
     DEFAULT_KILL_GRACE_SECONDS,
     RESULT_PATH,
     agent_container,
+    image_command,
+    run_request_json,
 )
 
 ConnectFactory = Callable[[], AbstractAsyncContextManager[dagger.Client]]
@@ -271,11 +274,7 @@ class DaggerRuntime:
                 # imageRef pulls the image and gives its digest: the exec then runs exactly the
                 # image that was resolved, and the digest is reported for pinning.
                 image_ref = await client.container().from_(spec.image).image_ref()
-                pinned = client.container().from_(image_ref)
-                if spec.entrypoint is not None:
-                    command = list(spec.entrypoint)
-                else:
-                    command = [*(await pinned.entrypoint()), *(await pinned.default_args())]
+                command = await image_command(client.container().from_(image_ref), spec)
         except TimeoutError:
             raise _Outcome(self._result(
                 Termination.START_FAILED, started,
@@ -297,15 +296,23 @@ class DaggerRuntime:
         command: list[str],
     ) -> SandboxResult:
         digest = _digest(image_ref)
-        request = {"run_id": spec.run_id, "capability": spec.capability, "input": spec.input}
         try:
             ctr = agent_container(
-                client, spec, input_json=json.dumps(request, ensure_ascii=False).encode(),
-                command=command, image=image_ref, kill_grace_seconds=self.kill_grace_seconds,
+                client, spec, input_json=run_request_json(spec), command=command,
+                image=image_ref, kill_grace_seconds=self.kill_grace_seconds,
             )
         except ValueError as e:
             return self._result(Termination.START_FAILED, started, detail=str(e),
                                 image_digest=digest)
+        return await self.run_container(ctr, spec, started=started, image_digest=digest)
+
+    async def run_container(
+        self, ctr: dagger.Container, spec: RunSpec, *, started: float,
+        image_digest: str | None = None,
+    ) -> SandboxResult:
+        """Evaluate an ``agent_container`` (one request, under the client-side backstop) and
+        map what comes back. Shared with the ``dagger/`` module's ``run-agent``."""
+        digest = image_digest
         limits = spec.limits
         backstop = limits.timeout_seconds + self.kill_grace_seconds + self.backstop_grace_seconds
         try:

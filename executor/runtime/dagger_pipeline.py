@@ -4,6 +4,10 @@ Dagger's SDK builds queries lazily, so these functions only describe containers;
 (``executor.runtime.dagger``) and the ``dagger/`` module decide when to evaluate them. Tests render
 the resulting GraphQL without an engine and validate it against the engine's schema.
 
+This module is importable on its own (it needs ``dagger``, ``agents`` and ``executor.runtime.base``
+only, never ``server``): the ``dagger/`` module imports it from the repository so that
+``dagger call run-agent`` builds exactly the container the executor runs.
+
 Facts this relies on (dagger-io 0.21.11, ``dagger/client/gen.py``):
 
 - ``Container.with_exec`` has no resource limits and no network switch, so limits come from
@@ -21,12 +25,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagger
+
+from agents import build as _agent_build
+from agents.build import HELPER_FILES, STAGED_HELPER_DIR
 from agents.limits import Limits
 from executor.runtime.base import INPUT_PATH, OUTPUT_DIR, OUTPUT_PATH, SECRETS_DIR, RunSpec
 
@@ -45,6 +53,7 @@ SANDBOX_UID_BASE = 20000
 SANDBOX_UID_SPAN = 40000
 _SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _WRAPPER_FILE = Path(__file__).with_name("limits_wrapper.py")
+_HELPER_DIR = Path(_agent_build.__file__).resolve().parent  # the files `agent build` stages
 
 
 @functools.cache
@@ -93,6 +102,20 @@ def wrapper_argv(
     ]  # fmt: skip
 
 
+def run_request_json(spec: RunSpec) -> bytes:
+    """What the agent reads from ``AIRLOCK_INPUT``: ``{"run_id", "capability", "input"}``."""
+    request = {"run_id": spec.run_id, "capability": spec.capability, "input": spec.input}
+    return json.dumps(request, ensure_ascii=False).encode()
+
+
+async def image_command(image: dagger.Container, spec: RunSpec) -> list[str]:
+    """The agent's command: ``spec.entrypoint``, else the image's entrypoint plus default args
+    (asking for those evaluates the image: pulls or builds it)."""
+    if spec.entrypoint is not None:
+        return list(spec.entrypoint)
+    return [*(await image.entrypoint()), *(await image.default_args())]
+
+
 def _secret_text(name: str, value: bytes) -> str:
     if not _SECRET_NAME_RE.match(name):
         raise ValueError(f"secret name {name!r} is not a safe file name")
@@ -111,13 +134,16 @@ def agent_container(
     input_json: bytes,
     command: Sequence[str] | None = None,
     image: str | None = None,
+    base: dagger.Container | None = None,
     kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
 ) -> dagger.Container:
     """The container that runs one attempt: the agent's command under the limits wrapper.
 
     ``command`` defaults to ``spec.entrypoint``; when that is None the caller resolves the
     image's entrypoint and default args first (that needs the engine) and passes them here.
-    ``image`` overrides ``spec.image`` (the runtime passes the digest-pinned reference).
+    ``image`` overrides ``spec.image`` (the runtime passes the digest-pinned reference);
+    ``base`` replaces pulling an image altogether (the ``dagger/`` module passes the image it
+    has just built from the agent's Containerfile).
     Raises ValueError for input that cannot be expressed (no command, non-UTF-8 secret, ...).
     """
     argv = list((spec.entrypoint if command is None else command) or ())
@@ -131,8 +157,7 @@ def agent_container(
     owner = f"{uid}:{uid}"
 
     ctr = (
-        client.container()
-        .from_(image or spec.image)
+        (base if base is not None else client.container().from_(image or spec.image))
         # /airlock and the output dir belong to the sandbox user: the agent writes its output
         # and the wrapper (same user) its status. Both land in the container's own filesystem
         # (not a mount), so they can be read back from the exec's result.
@@ -164,20 +189,50 @@ def agent_container(
     )
 
 
+def docker_build(
+    context: dagger.Directory,
+    containerfile: str = "Containerfile",
+    build_args: Mapping[str, str] | None = None,
+) -> dagger.Container:
+    """An image built from a build context (``Directory.docker_build``).
+
+    Build args (e.g. ``BASE_IMAGE``) go in sorted order so the same inputs render the same
+    query (and hit the same cache).
+    """
+    args = [dagger.BuildArg(name=k, value=v) for k, v in sorted((build_args or {}).items())]
+    return context.docker_build(dockerfile=containerfile, build_args=args)
+
+
+@functools.cache
+def _helper_file(name: str) -> str:
+    return (_HELPER_DIR / name).read_text(encoding="utf-8")
+
+
+def agent_build_context(
+    client: dagger.Client, source: dagger.Directory, context: str = "."
+) -> dagger.Directory:
+    """An agent's build context as ``airlock agent build`` stages it: the folder's
+    ``build.context`` plus the in-container helper (``agents/__init__.py``, ``_helper.py``) at
+    ``_airlock/agents``, so a Containerfile can ``COPY _airlock/agents /opt/airlock/agents``."""
+    ctx = source if context in ("", ".") else source.directory(context)
+    helper = client.directory()
+    for name in HELPER_FILES:
+        helper = helper.with_new_file(name, _helper_file(name), permissions=0o644)
+    return ctx.with_directory(STAGED_HELPER_DIR, helper)
+
+
 def build_container(
     client: dagger.Client,
     context_dir: str | os.PathLike[str],
     containerfile: str = "Containerfile",
     build_args: Mapping[str, str] | None = None,
 ) -> dagger.Container:
-    """An agent image built from a folder (``Directory.docker_build``), e.g. a sample agent.
+    """An agent image built from a folder on the client's host, e.g. a sample agent.
 
     ``context_dir`` is a path on the client's host, sent to the engine by the session;
-    ``containerfile`` is relative to it. Build args (e.g. ``BASE_IMAGE``) go in sorted order so
-    the same inputs render the same query (and hit the same cache).
+    ``containerfile`` is relative to it.
     """
     source = client.host().directory(
         os.path.abspath(context_dir), exclude=[".git", "**/__pycache__", "**/*.pyc"]
     )
-    args = [dagger.BuildArg(name=k, value=v) for k, v in sorted((build_args or {}).items())]
-    return source.docker_build(dockerfile=containerfile, build_args=args)
+    return docker_build(source, containerfile, build_args)

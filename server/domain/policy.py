@@ -84,7 +84,8 @@ class Policy:
                 rm = RuleModel.model_validate(value or {})
             except ValidationError as e:
                 err = e.errors()[0]
-                raise ValueError(f"policy.{key}.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+                path = ".".join(map(str, (key, *err["loc"])))
+                raise ValueError(f"policy.{path}: {err['msg']}") from None
             except ValueError as e:
                 raise ValueError(f"policy.{key}: {e}") from None
             rules[risk] = Rule(rm.approvals, timedelta(seconds=rm.expires_after_seconds))
@@ -92,4 +93,8 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
-        return cls.from_mapping(yaml.safe_load(Path(path).read_text()))
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"policy: not valid YAML: {e}") from None
+        return cls.from_mapping(data)

@@ -23,6 +23,7 @@ from server.services.runs import RUN_ID_RE
 from server.services.validation import check, page_size, require
 from server.store.notify import APPROVALS
 from server.store.store import Store, Tx, decode_token, encode_token
+from server.telemetry import approval_closed
 
 log = logging.getLogger(__name__)
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
@@ -120,6 +121,10 @@ class ApprovalService:
         if expired:
             raise ApprovalClosed(run_id, "expired")
         assert view is not None
+        done = view.approval
+        if done.closed_at == now and done.status in ("approved", "rejected"):  # closed by this
+            approval_closed(run_id=run_id, traceparent=view.run.traceparent,
+                            opened=done.created_at, closed=now, result=done.status)
         return view
 
     @staticmethod
@@ -130,6 +135,8 @@ class ApprovalService:
         await tx.audit(actor="system", action="approval.expire", target=a.run_id, now=now,
                        details={"expires_at": a.expires_at.isoformat(), "approvals": a.approvals,
                                 "required": a.required})
+        approval_closed(run_id=a.run_id, traceparent=run.traceparent, opened=a.created_at,
+                        closed=now, result="expired")
 
     async def expire_due(self) -> int:
         """Expire every pending approval past its deadline; safe to run from several processes."""

@@ -36,6 +36,7 @@ from server.store.store import Duplicate, Store, decode_token, encode_token
 RUN_ID_RE = r"^run_[0-9a-z]{26}$"
 IDEMPOTENCY_RE = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
 MAX_LOG_BYTES_RETURNED = 1024 * 1024
+MAX_SEQUENCE = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,8 @@ class RunService:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         if from_seq < 0:
             raise InvalidArgument("from_sequence", "must not be negative")
+        if from_seq > MAX_SEQUENCE:  # sequences are 32-bit in the database
+            raise InvalidArgument("from_sequence", f"must be at most {MAX_SEQUENCE}")
         cursor = max(from_seq, 1)
         notifier = self.store.notifier
         await self.get(run_id)  # NOT_FOUND before the stream starts

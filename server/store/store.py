@@ -40,6 +40,7 @@ from server.domain.principal import Role
 from server.domain.states import RunState, check_transition
 from server.store import tables as t
 from server.store.notify import APPROVALS, RUN_EVENTS, RUNS_QUEUED, Notifier
+from server.telemetry import metrics_api
 
 class Duplicate(Exception):
     """A unique constraint refused the row (the caller decides what that means)."""
@@ -98,6 +99,14 @@ def _version(r: Row[Any]) -> AgentVersion:
     )
 
 
+def _make_agent(name: str, description: str, created_at: datetime,
+                versions: Sequence[AgentVersion]) -> Agent:
+    live = [v.version for v in versions if not v.deprecated]
+    return Agent(name=name, description=description, created_at=created_at,
+                 versions=tuple(v.version for v in versions),
+                 latest_version=live[-1] if live else "")
+
+
 def _run(r: Row[Any]) -> Run:
     return Run(
         id=r.id, agent=r.agent_name, version=r.version, capability=r.capability,
@@ -144,7 +153,11 @@ _RUN_COLS = [c for c in t.runs.c if c.name not in _RUN_HEAVY]
 # Hot statements, built once: building a select of ~35 columns and its cache key on every
 # call cost more CPU than the round trip itself. Parameters are bound at execution.
 _AV = t.agent_versions
-_SELECT_AGENT = select(t.agents).where(t.agents.c.name == bindparam("name"))
+_SELECT_AGENT_AND_VERSIONS = (  # one round trip; version columns are NULL if it has none
+    select(t.agents.c.description.label("agent_description"),
+           t.agents.c.created_at.label("agent_created_at"), *_AV.c)
+    .select_from(t.agents.outerjoin(_AV, _AV.c.agent_name == t.agents.c.name))
+    .where(t.agents.c.name == bindparam("name")).order_by(_AV.c.id))
 _SELECT_VERSIONS = select(_AV).where(_AV.c.agent_name == bindparam("name")).order_by(_AV.c.id)
 _SELECT_VERSION = select(_AV).where(_AV.c.agent_name == bindparam("name"),
                                     _AV.c.version == bindparam("version")).limit(1)
@@ -156,6 +169,9 @@ _SELECT_RUN_LOCKED = _SELECT_RUN.with_for_update()
 _INSERT_RUN = insert(t.runs).returning(*_RUN_COLS)
 _INSERT_EVENT = insert(t.run_events)
 _INSERT_AUDIT = insert(t.audit_log)
+# Advisory lock key of the events relay: the bytes "airlock" + 0x01 as a signed 64-bit int.
+OUTBOX_LOCK_KEY = int.from_bytes(b"airlock\x01", "big", signed=True)
+_TRY_OUTBOX_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 class Tx:
@@ -165,6 +181,7 @@ class Tx:
         self.conn = conn
         self.dialect = dialect
         self.notify: set[str] = set()
+        self.finished: list[str] = []  # terminal states entered (metrics, after commit)
 
     @property
     def _pg(self) -> bool:
@@ -177,18 +194,16 @@ class Tx:
         return found[0] if found else None
 
     async def get_agent_and_versions(self, name: str) -> tuple[Agent, list[AgentVersion]] | None:
-        row = (await self.conn.execute(_SELECT_AGENT, {"name": name})).first()
-        if row is None:
+        rows = list(await self.conn.execute(_SELECT_AGENT_AND_VERSIONS, {"name": name}))
+        if not rows:
             return None
-        versions = await self.list_versions(name)
-        return self._agent(row, versions), versions
+        versions = [_version(r) for r in rows if r.id is not None]
+        return _make_agent(name, rows[0].agent_description, rows[0].agent_created_at,
+                           versions), versions
 
     @staticmethod
     def _agent(row: Row[Any], versions: Sequence[AgentVersion]) -> Agent:
-        live = [v.version for v in versions if not v.deprecated]
-        return Agent(name=row.name, description=row.description, created_at=row.created_at,
-                     versions=tuple(v.version for v in versions),
-                     latest_version=live[-1] if live else "")
+        return _make_agent(row.name, row.description, row.created_at, versions)
 
     async def insert_agent(self, *, name: str, description: str, by: str, now: datetime) -> None:
         await self.conn.execute(
@@ -335,6 +350,8 @@ class Tx:
         self.notify.add(RUN_EVENTS)
         if target is RunState.QUEUED:
             self.notify.add(RUNS_QUEUED)
+        if target.terminal:
+            self.finished.append(target.value)
         mapped = {k: v for k, v in changes.items() if k in Run.__dataclass_fields__}
         if "limits" in mapped:
             mapped["limits"] = Limits(**mapped["limits"])
@@ -555,6 +572,18 @@ class Tx:
             q = q.with_for_update(skip_locked=True)
         return [_event(r) for r in await self.conn.execute(q)]
 
+    async def try_lock_outbox(self) -> bool:
+        """Take the relay's lock until this transaction ends; False if another relay holds it.
+
+        PostgreSQL: a transaction-level advisory lock, so relays on several hosts publish one
+        batch at a time, in id order (per-run order survives). SQLite: one relay process is
+        supported, so always True.
+        """
+        if not self._pg:
+            return True
+        res = await self.conn.execute(_TRY_OUTBOX_LOCK, {"key": OUTBOX_LOCK_KEY})
+        return bool(res.scalar_one())
+
     async def mark_published(self, event_ids: Sequence[int], now: datetime) -> None:
         if event_ids:
             await self.conn.execute(update(t.run_events).where(
@@ -606,6 +635,10 @@ class Store:
                     raise
         for ch in tx.notify:
             self.notifier.publish(ch)
+        if tx.finished:
+            m = metrics_api()
+            for state in tx.finished:
+                m.run_finished(state)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

@@ -395,7 +395,8 @@ async def _plain(send: Send, status: int, body: bytes, *, head: bool = False,
                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
     extra = extra or []
     headers = [(b"content-type", b"text/plain; charset=utf-8"),
-               (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *extra]
+               (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"),
+               *extra]
     if not any(k == b"x-content-type-options" for k, _ in extra):
         headers.append((b"x-content-type-options", b"nosniff"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

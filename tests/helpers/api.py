@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable
 from typing import Any
 
@@ -31,7 +32,8 @@ async def expect_code(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.A
 
 async def register(admin: Client, manifest: str) -> reg.RegisterAgentVersionResponse:
     return await admin.registry.RegisterAgentVersion(
-        reg.RegisterAgentVersionRequest(manifest=manifest), metadata=admin.md)
+        reg.RegisterAgentVersionRequest(manifest=manifest), metadata=admin.md
+    )
 
 
 def submit_request(agent: str = "echo", text: str = "hi", **fields: Any) -> rs.SubmitRunRequest:
@@ -39,8 +41,9 @@ def submit_request(agent: str = "echo", text: str = "hi", **fields: Any) -> rs.S
     return rs.SubmitRunRequest(agent=agent, input_json=f'{{"text": "{text}"}}', **fields)
 
 
-async def submit(client: Client, agent: str = "echo", text: str = "hi", **fields: Any
-                 ) -> rs.SubmitRunResponse:
+async def submit(
+    client: Client, agent: str = "echo", text: str = "hi", **fields: Any
+) -> rs.SubmitRunResponse:
     return await client.runs.SubmitRun(submit_request(agent, text, **fields), metadata=client.md)
 
 
@@ -49,18 +52,21 @@ async def get_run(client: Client, run_id: str) -> Any:
 
 
 async def approve(client: Client, run_id: str, reason: str = "") -> aps.ApproveResponse:
-    return await client.approvals.Approve(aps.ApproveRequest(run_id=run_id, reason=reason),
-                                          metadata=client.md)
+    return await client.approvals.Approve(
+        aps.ApproveRequest(run_id=run_id, reason=reason), metadata=client.md
+    )
 
 
 async def reject(client: Client, run_id: str, reason: str) -> aps.RejectResponse:
-    return await client.approvals.Reject(aps.RejectRequest(run_id=run_id, reason=reason),
-                                         metadata=client.md)
+    return await client.approvals.Reject(
+        aps.RejectRequest(run_id=run_id, reason=reason), metadata=client.md
+    )
 
 
 async def cancel(client: Client, run_id: str, reason: str = "") -> rs.CancelRunResponse:
-    return await client.runs.CancelRun(rs.CancelRunRequest(run_id=run_id, reason=reason),
-                                       metadata=client.md)
+    return await client.runs.CancelRun(
+        rs.CancelRunRequest(run_id=run_id, reason=reason), metadata=client.md
+    )
 
 
 async def stored_events(store: Store, run_id: str) -> list[RunEvent]:
@@ -81,5 +87,5 @@ async def audit(store: Store, target: str) -> list[dict[str, Any]]:
 def assert_gapless(events: list[RunEvent], last_seq: int) -> None:
     """Sequences are exactly 1..last_seq, in order, each event chaining from the previous."""
     assert [e.seq for e in events] == list(range(1, last_seq + 1)), [e.seq for e in events]
-    for prev, nxt in zip(events, events[1:], strict=False):
+    for prev, nxt in itertools.pairwise(events):
         assert nxt.previous_state == prev.state, (prev, nxt)

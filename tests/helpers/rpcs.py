@@ -58,8 +58,9 @@ class Rpc:
         """A multi-callable; ``raw=True`` sends the request bytes exactly as given."""
         ser: Callable[[Any], bytes] = (lambda b: b) if raw else self.request_class.SerializeToString
         factory = channel.unary_stream if self.streaming else channel.unary_unary
-        return factory(self.path, request_serializer=ser,
-                       response_deserializer=self.response_class.FromString)
+        return factory(
+            self.path, request_serializer=ser, response_deserializer=self.response_class.FromString
+        )
 
 
 def all_rpcs() -> list[Rpc]:
@@ -68,20 +69,26 @@ def all_rpcs() -> list[Rpc]:
     return out
 
 
-async def call(rpc: Rpc, channel: grpc.aio.Channel, request: Any, *,
-               metadata: tuple[tuple[str, str], ...] = (), timeout: float = 2.0,
-               raw: bool = False) -> tuple[grpc.StatusCode, str]:
+async def call(
+    rpc: Rpc,
+    channel: grpc.aio.Channel,
+    request: Any,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
+    deadline: float = 2.0,
+    raw: bool = False,
+) -> tuple[grpc.StatusCode, str]:
     """Status and details of one call. Streams: the first message (or end, or error) decides.
 
-    A stream that is still open and quiet when the deadline passes counts as OK: the server
-    accepted the call and is waiting for something to send.
+    ``deadline`` is the gRPC deadline in seconds. A stream still open and quiet when it
+    passes counts as OK: the server accepted the call and is waiting for something to send.
     """
     fn = rpc.callable(channel, raw=raw)
     try:
         if not rpc.streaming:
-            await fn(request, metadata=metadata, timeout=timeout)
+            await fn(request, metadata=metadata, timeout=deadline)
             return grpc.StatusCode.OK, ""
-        stream = fn(request, metadata=metadata, timeout=timeout)
+        stream = fn(request, metadata=metadata, timeout=deadline)
         try:
             await stream.read()
             return grpc.StatusCode.OK, ""

@@ -49,18 +49,23 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
             c = await plane.key(f"who-{role.value}", role.value)
             callers[role.value] = (c.md, role)
         revoked = await admin.admin.CreateApiKey(
-            adm.CreateApiKeyRequest(owner="gone", role=adm.ROLE_ADMIN), metadata=admin.md)
-        await admin.admin.RevokeApiKey(adm.RevokeApiKeyRequest(id=revoked.key.id), metadata=admin.md)
+            adm.CreateApiKeyRequest(owner="gone", role=adm.ROLE_ADMIN), metadata=admin.md
+        )
+        await admin.admin.RevokeApiKey(
+            adm.RevokeApiKeyRequest(id=revoked.key.id), metadata=admin.md
+        )
         key_id = revoked.key.id
-        callers.update({
-            "no token": ((), None),
-            "empty bearer": ((("authorization", "Bearer "),), None),
-            "garbage": ((("authorization", "Bearer not-a-key"),), None),
-            "unknown key": ((("authorization", "Bearer key_000000000000.c2VjcmV0"),), None),
-            "wrong secret": ((("authorization", f"Bearer {key_id}.wrong"),), None),
-            "not bearer": ((("authorization", f"Basic {revoked.token}"),), None),
-            "revoked": ((("authorization", f"Bearer {revoked.token}"),), None),
-        })
+        callers.update(
+            {
+                "no token": ((), None),
+                "empty bearer": ((("authorization", "Bearer "),), None),
+                "garbage": ((("authorization", "Bearer not-a-key"),), None),
+                "unknown key": ((("authorization", "Bearer key_000000000000.c2VjcmV0"),), None),
+                "wrong secret": ((("authorization", f"Bearer {key_id}.wrong"),), None),
+                "not bearer": ((("authorization", f"Basic {revoked.token}"),), None),
+                "revoked": ((("authorization", f"Bearer {revoked.token}"),), None),
+            }
+        )
         valid: dict[str, dict[str, Any]] = {
             "RegistryService.GetAgent": {"name": "echo"},
             "RegistryService.GetAgentVersion": {"name": "echo"},
@@ -86,7 +91,10 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
 
 def test_permission_table_covers_every_rpc() -> None:
     ops = {r.operation for r in RPCS}
-    assert set(PERMISSIONS) == ops, {"missing": ops - set(PERMISSIONS), "stale": set(PERMISSIONS) - ops}
+    assert set(PERMISSIONS) == ops, {
+        "missing": ops - set(PERMISSIONS),
+        "stale": set(PERMISSIONS) - ops,
+    }
     for op, roles in PERMISSIONS.items():
         assert Role.ADMIN in roles, f"admin may do everything, but not {op}"
 
@@ -97,7 +105,7 @@ async def test_rpc_for_every_caller(matrix: Matrix, rpc: Rpc) -> None:
     request = rpc.request_class(**(valid or {}))
     wrong: list[str] = []
     for name, (md, role) in matrix.callers.items():
-        code, details = await call(rpc, matrix.channel, request, metadata=md, timeout=3)
+        code, details = await call(rpc, matrix.channel, request, metadata=md, deadline=3)
         if role is None:
             ok = code == Code.UNAUTHENTICATED
             want = "UNAUTHENTICATED"

@@ -11,8 +11,9 @@ through a generic byte-level callable.
 from __future__ import annotations
 
 import base64
+import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,25 +35,65 @@ from tests.helpers.rpcs import Rpc, all_rpcs, call
 Code = grpc.StatusCode
 RPCS = all_rpcs()
 NEVER = {Code.INTERNAL, Code.UNKNOWN}
-SETTINGS = settings(max_examples=60, deadline=None, database=None, derandomize=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 T = FieldDescriptor
 
 INT_RANGES = {
-    T.TYPE_INT32: (-(2**31), 2**31 - 1), T.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    T.TYPE_SFIXED32: (-(2**31), 2**31 - 1), T.TYPE_ENUM: (-(2**31), 2**31 - 1),
-    T.TYPE_INT64: (-(2**63), 2**63 - 1), T.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    T.TYPE_INT32: (-(2**31), 2**31 - 1),
+    T.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    T.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    T.TYPE_ENUM: (-(2**31), 2**31 - 1),
+    T.TYPE_INT64: (-(2**63), 2**63 - 1),
+    T.TYPE_SINT64: (-(2**63), 2**63 - 1),
     T.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    T.TYPE_UINT32: (0, 2**32 - 1), T.TYPE_FIXED32: (0, 2**32 - 1),
-    T.TYPE_UINT64: (0, 2**64 - 1), T.TYPE_FIXED64: (0, 2**64 - 1),
+    T.TYPE_UINT32: (0, 2**32 - 1),
+    T.TYPE_FIXED32: (0, 2**32 - 1),
+    T.TYPE_UINT64: (0, 2**64 - 1),
+    T.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 NASTY_STRINGS = [
-    "", " ", "\x00", "a\x00b", "echo\x00", "echo\n", "\n", "Ω≈ç√∫", "🙂" * 50, "\u202e\u200b",
-    "'; DROP TABLE runs; --", "%s%n", "../../etc/passwd", "AA", "AAA=", "cnVuXw", "!!!",
-    "x" * 201, "é" * 5000, "z" * 300_000, "null", "{}", "[]", "NaN", "1e999", '{"text": 1}',
-    "[" * 5000, '{"a":' * 3000, "9" * 5000, "1.0.0\n", "run_" + "0" * 26 + "\n",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "echo\x00",
+    "echo\n",
+    "\n",
+    "Ω≈ç√∫",
+    "🙂" * 50,
+    "\u202e\u200b",
+    "'; DROP TABLE runs; --",
+    "%s%n",
+    "../../etc/passwd",
+    "AA",
+    "AAA=",
+    "cnVuXw",
+    "!!!",
+    "x" * 201,
+    "é" * 5000,
+    "z" * 300_000,
+    "null",
+    "{}",
+    "[]",
+    "NaN",
+    "1e999",
+    '{"text": 1}',
+    "[" * 5000,
+    '{"a":' * 3000,
+    "9" * 5000,
+    "1.0.0\n",
+    "run_" + "0" * 26 + "\n",
 ]
 
 
@@ -62,6 +103,7 @@ class Target:
     admin: Client
     callers: list[Client]
     known: list[str]  # plausible values: names, ids, tokens, JSON, manifests
+    valid: dict[str, dict[str, Any]]  # operation -> a request that gets past validation
     strategies: dict[str, st.SearchStrategy[Any]] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # keeps hypothesis' falsifying examples short
@@ -74,10 +116,21 @@ class Target:
 
 
 def strings(known: list[str]) -> st.SearchStrategy[str]:
+    # Plausible and nasty values get most of the draws: they reach deeper than random text.
+    # Chosen uniformly (``sampled_from`` favours a few positions of a long list).
+    values = known + NASTY_STRINGS
+    pool = st.randoms(use_true_random=False).map(lambda r: r.choice(values))
     return st.one_of(
-        st.sampled_from(known), st.sampled_from(NASTY_STRINGS), st.text(max_size=64),
+        pool,
+        pool,
+        pool,
+        st.text(max_size=64),
         st.text(alphabet=st.characters(codec="utf-8"), max_size=300),
-        st.builds(lambda k, s: k + s, st.sampled_from(known), st.sampled_from(["\x00", "\n", " ", "x" * 300])),
+        st.builds(
+            lambda k, s: k + s,
+            st.sampled_from(known),
+            st.sampled_from(["\x00", "\n", " ", "x" * 300]),
+        ),
     )
 
 
@@ -131,12 +184,21 @@ def names_a_field(rpc: Rpc, details: str) -> bool:
     return root == "request" or root in rpc.request_class.DESCRIPTOR.fields_by_name
 
 
-async def check_call(target: Target, rpc: Rpc, request: Any, caller: Client, *, raw: bool = False,
-                     what: Any = None) -> Code:
-    code, details = await call(rpc, caller.channel, request, metadata=caller.md, timeout=0.3 if rpc.streaming
-                               else 20, raw=raw)
+async def check_call(
+    target: Target, rpc: Rpc, request: Any, caller: Client, *, raw: bool = False, what: Any = None
+) -> Code:
+    code, details = await call(
+        rpc,
+        caller.channel,
+        request,
+        metadata=caller.md,
+        deadline=0.3 if rpc.streaming else 20,
+        raw=raw,
+    )
     shown = what if what is not None else request
-    assert code not in NEVER, f"{rpc.operation} gave {code.name} ({details}) for {str(shown)[:500]!r}"
+    assert code not in NEVER, (
+        f"{rpc.operation} gave {code.name} ({details}) for {str(shown)[:500]!r}"
+    )
     if code == Code.INVALID_ARGUMENT:
         assert names_a_field(rpc, details), f"{rpc.operation}: message names no field: {details!r}"
     return code
@@ -144,14 +206,18 @@ async def check_call(target: Target, rpc: Rpc, request: Any, caller: Client, *, 
 
 async def assert_serving(plane: Plane) -> None:
     async with grpc.aio.insecure_channel(plane.address) as ch:
-        resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        resp = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def make_target(url: str) -> Target:
     plane = await start_plane(url)
     admin = plane.admin
-    await register(admin, manifest_text("echo", network=True, secrets=("API_TOKEN",)))
+    # Two versions: a random deprecation of 1.0.0 leaves runs possible.
+    for version in ("1.0.0", "1.1.0"):
+        await register(admin, manifest_text("echo", version, network=True, secrets=("API_TOKEN",)))
     await register(admin, manifest_text("risky", risk="critical"))
     alice = await plane.key("alice", "submitter")
     bob = await plane.key("bob", "approver")
@@ -160,19 +226,96 @@ async def make_target(url: str) -> Target:
     await approve(bob, pending)  # one of two approvals
     done = (await submit(alice)).run.id
     await cancel(alice, done)
-    key_id = (await admin.admin.ListApiKeys(adm.ListApiKeysRequest(), metadata=admin.md)).keys[-1].id
+    # Runs for the sweep to decide on, so WatchApprovals keeps having pending ones to send.
+    to_decide = [(await submit(alice, "risky", text=str(i))).run.id for i in range(2)]
+    # A key that may be revoked by the requests thrown at the server (not one of the callers).
+    victim = await plane.key("victim", "viewer")
+    key_id = (await victim.admin.WhoAmI(adm.WhoAmIRequest(), metadata=victim.md)).key.id
     b64 = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")  # noqa: E731
-    known = ["echo", "risky", "echo-2", "1.0.0", "2.0.0", "echo", "alice", "bob", queued, pending, done,
-             key_id, "key_000000000000", "run_" + "0" * 26, '{"text": "hi"}', '{"text": "x", "n": NaN}',
-             '{"text": "\\u0000"}', "API_TOKEN", "sha256:" + "a" * 64, b64(queued), b64("echo"),
-             b64("\x00"), b64("\U0010ffff"), b64("zzzz"), manifest_text("echo-2", "2.0.0"),
-             manifest_text("echo", "3.0.0").replace("test agent", '"bad\\0desc"'),
-             manifest_text("echo", "4.0.0").replace("localhost/airlock/echo:1", '"img\\0"'),
-             manifest_text("echo", "5.0.0").replace("risk: low", "risk: 7"),
-             manifest_text("echo", "6.0.0").replace("capabilities:", "capabilities: []\nx:"),
-             "name: x\nversion: 1\n", "- a\n- b\n", "a: [", "!!python/object:os.system\n",
-             "00-" + "0" * 32 + "-" + "0" * 16 + "-00"]
-    return Target(plane, admin, [admin, alice, bob], known)
+    known = [
+        "echo",
+        "risky",
+        "echo-2",
+        "1.0.0",
+        "2.0.0",
+        "echo",
+        "alice",
+        "bob",
+        queued,
+        pending,
+        done,
+        key_id,
+        "key_000000000000",
+        "run_" + "0" * 26,
+        '{"text": "hi"}',
+        '{"text": "x", "n": NaN}',
+        '{"text": "\\u0000"}',
+        "API_TOKEN",
+        "sha256:" + "a" * 64,
+        b64(queued),
+        b64("echo"),
+        b64("\x00"),
+        b64("\U0010ffff"),
+        b64("zzzz"),
+        manifest_text("echo-2", "2.0.0"),
+        manifest_text("echo", "3.0.0").replace("test agent", '"bad\\0desc"'),
+        manifest_text("echo", "4.0.0").replace("localhost/airlock/echo:1", '"img\\0"'),
+        manifest_text("echo", "5.0.0").replace("risk: low", "risk: 7"),
+        manifest_text("echo", "6.0.0").replace("capabilities:", "capabilities: []\nx:"),
+        "name: x\nversion: 1\n",
+        "- a\n- b\n",
+        "a: [",
+        "!!python/object:os.system\n",
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-00",
+    ]
+    valid: dict[str, dict[str, Any]] = {
+        "RegistryService.RegisterAgentVersion": {"manifest": manifest_text("echo-3")},
+        "RegistryService.GetAgent": {"name": "echo"},
+        "RegistryService.GetAgentVersion": {"name": "echo", "version": "1.0.0"},
+        "RegistryService.ListAgents": {
+            "page_size": 1,
+            "page_token": b64("echo"),
+            "name_prefix": "e",
+        },
+        # Single-field changes must not hit a real version (names and versions are in `known`).
+        "RegistryService.DeprecateAgentVersion": {
+            "name": "nosuch",
+            "version": "9.9.9",
+            "reason": "x",
+        },
+        "RunService.SubmitRun": {
+            "agent": "echo",
+            "capability": "echo",
+            "input_json": '{"text": "a"}',
+            "idempotency_key": "sweep",
+            "network": True,
+            "secrets": ["API_TOKEN"],
+            "limits": {"memory_mib": 256, "cpus": 0.5},
+        },
+        "RunService.GetRun": {"run_id": queued},
+        "RunService.ListRuns": {
+            "page_size": 2,
+            "page_token": b64(queued),
+            "agent": "echo",
+            "states": [2],
+            "submitter": "alice",
+        },
+        "RunService.CancelRun": {"run_id": queued, "reason": "sweep"},
+        "RunService.WatchRun": {"run_id": done, "from_sequence": 1},
+        "RunService.GetRunResult": {"run_id": done},
+        "ApprovalService.ListApprovals": {
+            "page_size": 1,
+            "page_token": b64(pending),
+            "statuses": [1],
+            "actionable_only": True,
+        },
+        "ApprovalService.GetApproval": {"run_id": pending},
+        "ApprovalService.Approve": {"run_id": to_decide[0], "reason": "ok"},
+        "ApprovalService.Reject": {"run_id": to_decide[1], "reason": "no"},
+        "AdminService.CreateApiKey": {"owner": "sweeper", "role": 4},
+        "AdminService.RevokeApiKey": {"id": "key_000000000000"},
+    }
+    return Target(plane, admin, [admin, alice, bob], known, valid)
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
@@ -203,19 +346,27 @@ async def test_random_requests(target: Target, rpc: Rpc, data: st.DataObject) ->
 
 def raw_requests(rpc: Rpc, known: list[str]) -> st.SearchStrategy[bytes]:
     valid = message(rpc.method.input_type, rpc.request_class, known, depth=0).map(
-        lambda m: m.SerializeToString())
+        lambda m: m.SerializeToString()
+    )
 
     def mutate(data: bytes, where: int, value: int, cut: int) -> bytes:
         if not data:
             return bytes([value])
         i = where % len(data)
-        return (data[:i] + bytes([value]) + data[i + 1:])[: max(1, len(data) - cut)]
+        return (data[:i] + bytes([value]) + data[i + 1 :])[: max(1, len(data) - cut)]
 
     return st.one_of(
         st.binary(max_size=512),
         st.builds(mutate, valid, st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 8)),
-        st.sampled_from([b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\xff\xfe", b"\xff" * 16,
-                         b"\x0a" * 64, b"\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80"]),
+        st.sampled_from(
+            [
+                b"\x0a\xff\xff\xff\xff\x0f",
+                b"\x0a\x02\xff\xfe",
+                b"\xff" * 16,
+                b"\x0a" * 64,
+                b"\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80",
+            ]
+        ),
     )
 
 
@@ -246,43 +397,138 @@ async def test_page_tokens_we_did_not_make(target: Target, token: str) -> None:
 _M = manifest_text("echo", "9.0.0")
 TARGETED: list[tuple[str, dict[str, Any], str]] = [
     # Strings PostgreSQL cannot store (NUL via a YAML escape) are refused, naming the field.
-    ("RegistryService.RegisterAgentVersion", {"manifest": _M.replace("test agent", '"a\\0b"')},
-     "manifest.description:"),
-    ("RegistryService.RegisterAgentVersion",
-     {"manifest": _M.replace("localhost/airlock/echo:1", '"img\\0"')}, "manifest.image:"),
-    ("RegistryService.RegisterAgentVersion",
-     {"manifest": _M.replace("- name: echo", '- name: echo\n    description: "\\0"')},
-     "manifest.capabilities.0.description:"),
-    ("RegistryService.RegisterAgentVersion", {"manifest": _M.replace("secrets: []", 'secrets: ["A\\n"]')},
-     "manifest.permissions.secrets:"),
+    (
+        "RegistryService.RegisterAgentVersion",
+        {"manifest": _M.replace("test agent", '"a\\0b"')},
+        "manifest.description:",
+    ),
+    (
+        "RegistryService.RegisterAgentVersion",
+        {"manifest": _M.replace("localhost/airlock/echo:1", '"img\\0"')},
+        "manifest.image:",
+    ),
+    (
+        "RegistryService.RegisterAgentVersion",
+        {"manifest": _M.replace("- name: echo", '- name: echo\n    description: "\\0"')},
+        "manifest.capabilities.0.description:",
+    ),
+    (
+        "RegistryService.RegisterAgentVersion",
+        {"manifest": _M.replace("secrets: []", 'secrets: ["A\\n"]')},
+        "manifest.permissions.secrets:",
+    ),
     # Patterns match whole values: a trailing newline is not part of a valid name.
     ("AdminService.CreateApiKey", {"owner": "alice\n", "role": 2}, "owner:"),
-    ("RunService.SubmitRun", {"agent": "echo", "capability": "echo", "input_json": '{"text": "x"}',
-                              "idempotency_key": "k\n"}, "idempotency_key:"),
-    ("RunService.SubmitRun", {"agent": "echo\n", "capability": "echo", "input_json": "{}"}, "agent:"),
+    (
+        "RunService.SubmitRun",
+        {
+            "agent": "echo",
+            "capability": "echo",
+            "input_json": '{"text": "x"}',
+            "idempotency_key": "k\n",
+        },
+        "idempotency_key:",
+    ),
+    (
+        "RunService.SubmitRun",
+        {"agent": "echo\n", "capability": "echo", "input_json": "{}"},
+        "agent:",
+    ),
     ("RunService.GetRun", {"run_id": "run_" + "0" * 26 + "\n"}, "run_id:"),
     # Input is JSON as other languages read it: no NaN or Infinity.
-    ("RunService.SubmitRun", {"agent": "echo", "capability": "echo",
-                              "input_json": '{"text": "x", "n": NaN}'}, "input_json:"),
-    ("RunService.SubmitRun", {"agent": "echo", "capability": "echo",
-                              "input_json": '{"text": "x", "n": -Infinity}'}, "input_json:"),
-    ("RunService.SubmitRun", {"agent": "echo", "capability": "echo", "input_json": '{"text": "x"}',
-                              "limits": {"cpus": float("nan")}}, "limits.cpus:"),
-    ("RunService.SubmitRun", {"agent": "echo", "capability": "echo", "input_json": '{"text": "x"}',
-                              "limits": {"memory_mib": -5}}, "limits.memory_mib:"),
-    ("RunService.WatchRun", {"run_id": "run_" + "0" * 26, "from_sequence": -(2**63)}, "from_sequence:"),
+    (
+        "RunService.SubmitRun",
+        {"agent": "echo", "capability": "echo", "input_json": '{"text": "x", "n": NaN}'},
+        "input_json:",
+    ),
+    (
+        "RunService.SubmitRun",
+        {"agent": "echo", "capability": "echo", "input_json": '{"text": "x", "n": -Infinity}'},
+        "input_json:",
+    ),
+    (
+        "RunService.SubmitRun",
+        {
+            "agent": "echo",
+            "capability": "echo",
+            "input_json": '{"text": "x"}',
+            "limits": {"cpus": float("nan")},
+        },
+        "limits.cpus:",
+    ),
+    (
+        "RunService.SubmitRun",
+        {
+            "agent": "echo",
+            "capability": "echo",
+            "input_json": '{"text": "x"}',
+            "limits": {"memory_mib": -5},
+        },
+        "limits.memory_mib:",
+    ),
+    (
+        "RunService.WatchRun",
+        {"run_id": "run_" + "0" * 26, "from_sequence": -(2**63)},
+        "from_sequence:",
+    ),
     ("ApprovalService.ListApprovals", {"statuses": [99]}, "statuses[0]:"),
     ("RunService.ListRuns", {"states": [1, -7]}, "states[1]:"),
     ("RunService.ListRuns", {"page_size": -1}, "page_size:"),
 ]
 
 
-@pytest.mark.parametrize(("op", "fields", "prefix"), TARGETED, ids=[f"{o}-{p}" for o, _, p in TARGETED])
-async def test_targeted_invalid_values(target: Target, op: str, fields: dict[str, Any], prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("op", "fields", "prefix"), TARGETED, ids=[f"{o}-{p}" for o, _, p in TARGETED]
+)
+async def test_targeted_invalid_values(
+    target: Target, op: str, fields: dict[str, Any], prefix: str
+) -> None:
     rpc = next(r for r in RPCS if r.operation == op)
-    code, details = await call(rpc, target.admin.channel, rpc.request_class(**fields),
-                               metadata=target.admin.md, timeout=5)
+    code, details = await call(
+        rpc, target.admin.channel, rpc.request_class(**fields), metadata=target.admin.md, deadline=5
+    )
     assert (code, details.split(" ")[0]) == (Code.INVALID_ARGUMENT, prefix), details
+
+
+def field_values(f: FieldDescriptor, pool: list[str]) -> list[Any]:
+    if f.type == T.TYPE_STRING:
+        return pool
+    if f.type == T.TYPE_BYTES:
+        return [b"", b"\x00", b"\xff" * 1000]
+    if f.type == T.TYPE_BOOL:
+        return [True, False]
+    if f.type in (T.TYPE_DOUBLE, T.TYPE_FLOAT):
+        return [math.nan, math.inf, -math.inf, -1.0, -0.0, 1e-300, 1e300, 3.5]
+    lo, hi = INT_RANGES[f.type]
+    return [v for v in (lo, hi, -1, 0, 1, 2, 5, 99, 100, 2**31 - 1) if lo <= v <= hi]
+
+
+def one_field_changed(
+    desc: Descriptor, base: dict[str, Any], pool: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path, request fields) for every field of ``desc`` set to every nasty value."""
+    for f in desc.fields:
+        if f.type == T.TYPE_MESSAGE:
+            if not f.is_repeated:
+                for path, sub in one_field_changed(f.message_type, base.get(f.name, {}), pool):
+                    yield f"{f.name}.{path}", {**base, f.name: sub}
+            continue
+        values = field_values(f, pool)
+        if f.is_repeated:
+            values = [[v] for v in values] + [[values[0]] * 300, values[:60], []]
+        for v in values:
+            yield f.name, {**base, f.name: v}
+
+
+@pytest.mark.parametrize("rpc", RPCS, ids=lambda r: r.operation)
+async def test_one_field_at_a_time(target: Target, rpc: Rpc) -> None:
+    """From a request that passes validation, change one field to each nasty value."""
+    base = target.valid.get(rpc.operation, {})
+    rpc.request_class(**base)  # the base itself is well-formed
+    pool = target.known + NASTY_STRINGS
+    for _path, fields in one_field_changed(rpc.method.input_type, base, pool):
+        await check_call(target, rpc, rpc.request_class(**fields), target.admin)
+    await assert_serving(target.plane)
 
 
 async def test_oversized_request_is_resource_exhausted(pg_templates: PgTemplates) -> None:
@@ -291,17 +537,21 @@ async def test_oversized_request_is_resource_exhausted(pg_templates: PgTemplates
     try:
         admin = plane.admin
         await register(admin, manifest_text("echo"))
-        req = rs.SubmitRunRequest(agent="echo", capability="echo",
-                                  input_json='{"text": "' + "x" * (70 * 1024) + '"}')
+        req = rs.SubmitRunRequest(
+            agent="echo", capability="echo", input_json='{"text": "' + "x" * (70 * 1024) + '"}'
+        )
         assert req.ByteSize() > 64 * 1024
         await expect_code(admin.runs.SubmitRun(req, metadata=admin.md), Code.RESOURCE_EXHAUSTED)
         await expect_code(admin.runs.SubmitRun(req), Code.RESOURCE_EXHAUSTED)  # before auth
         rpc = next(r for r in RPCS if r.operation == "RunService.GetRun")
-        code, _ = await call(rpc, admin.channel, b"\x0a" + b"\xff" * 70_000, metadata=admin.md, raw=True)
+        code, _ = await call(
+            rpc, admin.channel, b"\x0a" + b"\xff" * 70_000, metadata=admin.md, raw=True
+        )
         assert code == Code.RESOURCE_EXHAUSTED
         # Below the limit the same request is served normally.
-        ok = rs.SubmitRunRequest(agent="echo", capability="echo",
-                                 input_json='{"text": "' + "x" * 9000 + '"}')
+        ok = rs.SubmitRunRequest(
+            agent="echo", capability="echo", input_json='{"text": "' + "x" * 9000 + '"}'
+        )
         assert (await admin.runs.SubmitRun(ok, metadata=admin.md)).run.id
         await assert_serving(plane)
     finally:

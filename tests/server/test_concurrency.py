@@ -47,7 +47,8 @@ async def approver_loop(approver: Client, done: asyncio.Event, order: int) -> Co
         token = ""
         while True:
             page = await approver.approvals.ListApprovals(
-                aps.ListApprovalsRequest(page_size=50, page_token=token), metadata=approver.md)
+                aps.ListApprovalsRequest(page_size=50, page_token=token), metadata=approver.md
+            )
             ids += [a.run_id for a in page.approvals]
             token = page.next_page_token
             if not token:
@@ -80,10 +81,14 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
     loops = [asyncio.create_task(approver_loop(a, done, i % 2)) for i, a in enumerate(approvers)]
 
     async def one_client(c: Client) -> list[str]:
-        runs = await asyncio.gather(submit(c, "risky", text=c.owner), submit(c, "crit", text=c.owner))
+        runs = await asyncio.gather(
+            submit(c, "risky", text=c.owner), submit(c, "crit", text=c.owner)
+        )
         return [r.run.id for r in runs]
 
-    submitted = [rid for ids in await asyncio.gather(*(one_client(c) for c in clients)) for rid in ids]
+    submitted = [
+        rid for ids in await asyncio.gather(*(one_client(c) for c in clients)) for rid in ids
+    ]
     done.set()
     outcomes = await asyncio.wait_for(asyncio.gather(*loops), 120)
     assert len(submitted) == len(set(submitted)) == 2 * n_clients
@@ -105,14 +110,18 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
         assert_gapless(events, run.last_seq)
         assert run.last_seq == 2
         assert [e.state for e in events].count(RunState.QUEUED) == 1
-        assert [e["action"] for e in await audit(store, rid)].count("approval.approve") == a.required
+        assert [e["action"] for e in await audit(store, rid)].count(
+            "approval.approve"
+        ) == a.required
     assert sum(o["ok"] for o in outcomes) == approvals_made == 3 * n_clients
 
     # Every event reaches a watcher exactly once, in order, even when many end at once.
     sample = random.Random(7).sample(submitted, min(20, len(submitted)))
 
     async def watch(rid: str) -> list[int]:
-        call = watcher.runs.WatchRun(rs.WatchRunRequest(run_id=rid), metadata=watcher.md, timeout=30)
+        call = watcher.runs.WatchRun(
+            rs.WatchRunRequest(run_id=rid), metadata=watcher.md, timeout=30
+        )
         return [m.event.sequence async for m in call]
 
     watchers = [asyncio.create_task(watch(rid)) for rid in sample]
@@ -126,15 +135,19 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
 async def test_idempotent_submits_race_to_one_run(plane: Plane) -> None:
     n_clients, _ = sizes(plane)
     await register(plane.admin, manifest_text("crit", risk="critical"))
-    token = (await plane.admin.admin.CreateApiKey(
-        adm.CreateApiKeyRequest(owner="racer", role=adm.ROLE_SUBMITTER),
-        metadata=plane.admin.md)).token
+    token = (
+        await plane.admin.admin.CreateApiKey(
+            adm.CreateApiKeyRequest(owner="racer", role=adm.ROLE_SUBMITTER), metadata=plane.admin.md
+        )
+    ).token
     # One owner, many channels (several replicas of the same calling service).
     racers = [plane.client(token, "racer") for _ in range(min(n_clients, 20))]
     keys = [f"order-{i}" for i in range(5)]
 
     async def attempt(c: Client, key: str) -> rs.SubmitRunResponse:
-        return await c.runs.SubmitRun(submit_request("crit", text=key, idempotency_key=key), metadata=c.md)
+        return await c.runs.SubmitRun(
+            submit_request("crit", text=key, idempotency_key=key), metadata=c.md
+        )
 
     calls = [attempt(c, k) for k in keys for c in racers]
     random.Random(3).shuffle(calls)
@@ -156,11 +169,16 @@ async def test_idempotent_submits_race_to_one_run(plane: Plane) -> None:
             assert len(await tx.events_since(run.id, 1)) == 1
 
     # A different request under a used key loses every race without touching the original.
-    conflicts = await asyncio.gather(*(attempt(c, "order-0") for c in racers[:1]),
-                                     *(c.runs.SubmitRun(submit_request("crit", text="other",
-                                                                       idempotency_key="order-0"),
-                                                        metadata=c.md) for c in racers[1:5]),
-                                     return_exceptions=True)
+    conflicts = await asyncio.gather(
+        *(attempt(c, "order-0") for c in racers[:1]),
+        *(
+            c.runs.SubmitRun(
+                submit_request("crit", text="other", idempotency_key="order-0"), metadata=c.md
+            )
+            for c in racers[1:5]
+        ),
+        return_exceptions=True,
+    )
     assert not isinstance(conflicts[0], BaseException) and conflicts[0].deduplicated
     for err in conflicts[1:]:
         assert isinstance(err, grpc.aio.AioRpcError) and err.code() == Code.ALREADY_EXISTS
@@ -190,7 +208,9 @@ async def test_cancel_races_approvals(plane: Plane) -> None:
             assert e.code() == Code.FAILED_PRECONDITION, (e.code(), e.details())
             return "refused"
 
-    work = [try_cancel(rid) for rid in ids] + [try_approve(a, rid) for a in approvers[:2] for rid in ids]
+    work = [try_cancel(rid) for rid in ids] + [
+        try_approve(a, rid) for a in approvers[:2] for rid in ids
+    ]
     random.Random(5).shuffle(work)
     await asyncio.wait_for(asyncio.gather(*work), 60)
     store = plane.cp.store
@@ -198,8 +218,15 @@ async def test_cancel_races_approvals(plane: Plane) -> None:
         run = (await alice.runs.GetRun(rs.GetRunRequest(run_id=rid), metadata=alice.md)).run
         a = await stored_approval(store, rid)
         assert a is not None
-        if run.state == rp.RUN_STATE_CANCELLED:
-            assert a.status == "cancelled" and a.approvals < 2
-        else:
-            assert run.state == rp.RUN_STATE_QUEUED and a.status == "approved" and a.approvals == 2
-        assert_gapless(await stored_events(store, rid), run.last_sequence)
+        events = await stored_events(store, rid)
+        assert_gapless(events, run.last_sequence)
+        states = [e.state for e in events]
+        if a.status == "cancelled":  # cancelled while pending: the quorum was never reached
+            assert a.approvals < 2 and states == [RunState.PENDING_APPROVAL, RunState.CANCELLED]
+        else:  # approved first; the cancel (if it came) then cancelled the queued run
+            assert a.status == "approved" and a.approvals == 2
+            assert states in (
+                [RunState.PENDING_APPROVAL, RunState.QUEUED],
+                [RunState.PENDING_APPROVAL, RunState.QUEUED, RunState.CANCELLED],
+            )
+        assert (run.state == rp.RUN_STATE_CANCELLED) == (states[-1] is RunState.CANCELLED)

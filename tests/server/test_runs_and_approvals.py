@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,7 +20,6 @@ from server.domain.states import RunState
 from tests.conftest import Plane, manifest_text, start_plane, test_policy
 from tests.helpers.api import (
     approve,
-    assert_gapless,
     audit,
     cancel,
     expect_code,
@@ -54,9 +52,15 @@ async def make_world(plane: Plane) -> World:
     await register(admin, manifest_text("echo", network=True))
     await register(admin, manifest_text("risky", risk="high"))
     await register(admin, manifest_text("crit", risk="critical"))
-    return World(plane, admin, await plane.key("alice", "submitter"), await plane.key("bob", "approver"),
-                 await plane.key("carol", "approver"), await plane.key("dave", "submitter"),
-                 await plane.key("dave", "approver"))
+    return World(
+        plane,
+        admin,
+        await plane.key("alice", "submitter"),
+        await plane.key("bob", "approver"),
+        await plane.key("carol", "approver"),
+        await plane.key("dave", "submitter"),
+        await plane.key("dave", "approver"),
+    )
 
 
 @pytest.fixture
@@ -72,14 +76,21 @@ async def test_low_risk_is_queued(world: World) -> None:
     assert not resp.deduplicated
     assert run.last_sequence == 1
     assert "auto-approved" in run.reason
-    await expect_code(world.alice.approvals.GetApproval(aps.GetApprovalRequest(run_id=run.id),
-                                                        metadata=world.alice.md), Code.NOT_FOUND)
+    await expect_code(
+        world.alice.approvals.GetApproval(
+            aps.GetApprovalRequest(run_id=run.id), metadata=world.alice.md
+        ),
+        Code.NOT_FOUND,
+    )
 
 
 @pytest.mark.parametrize("how", ["declared", "network"])
 async def test_high_risk_needs_one_approval(world: World, how: str) -> None:
-    resp = await (submit(world.alice, "risky") if how == "declared"
-                  else submit(world.alice, "echo", network=True))
+    resp = await (
+        submit(world.alice, "risky")
+        if how == "declared"
+        else submit(world.alice, "echo", network=True)
+    )
     run = resp.run
     assert run.state == rp.RUN_STATE_PENDING_APPROVAL
     assert run.effective_risk == 3  # RISK_HIGH
@@ -89,7 +100,8 @@ async def test_high_risk_needs_one_approval(world: World, how: str) -> None:
     assert approval.status == ap.APPROVAL_STATUS_APPROVED
     assert approval.required == 1 and approval.approvals == 1
     assert [(d.approver, d.verdict, d.reason) for d in approval.decisions] == [
-        ("bob", ap.VERDICT_APPROVE, "looks fine")]
+        ("bob", ap.VERDICT_APPROVE, "looks fine")
+    ]
     assert approval.decisions[0].decide_time.seconds > 0
     after = await get_run(world.alice, run.id)
     assert after.state == rp.RUN_STATE_QUEUED
@@ -104,7 +116,9 @@ async def test_critical_needs_two_distinct_approvers(world: World) -> None:
     run = (await submit(world.alice, "crit")).run
     assert run.state == rp.RUN_STATE_PENDING_APPROVAL
     first = (await approve(world.bob, run.id)).approval
-    assert first.status == ap.APPROVAL_STATUS_PENDING and first.approvals == 1 and first.required == 2
+    assert (
+        first.status == ap.APPROVAL_STATUS_PENDING and first.approvals == 1 and first.required == 2
+    )
 
     err = await expect_code(approve(world.bob, run.id), Code.FAILED_PRECONDITION)
     assert "already decided" in err.details()
@@ -128,7 +142,10 @@ async def test_self_approval_refused_and_nothing_recorded(world: World) -> None:
     store = world.plane.cp.store
     run = (await submit(world.dave_submitter, "risky")).run
     audit_before = await audit(store, run.id)
-    for call in (approve(world.dave_approver, run.id, "mine"), reject(world.dave_approver, run.id, "mine")):
+    for call in (
+        approve(world.dave_approver, run.id, "mine"),
+        reject(world.dave_approver, run.id, "mine"),
+    ):
         err = await expect_code(call, Code.PERMISSION_DENIED)
         assert "dave" in err.details()
     a = await stored_approval(store, run.id)
@@ -138,10 +155,12 @@ async def test_self_approval_refused_and_nothing_recorded(world: World) -> None:
     assert await audit(store, run.id) == audit_before
     # The approvers' actionable list hides the approver's own runs.
     listed = await world.dave_approver.approvals.ListApprovals(
-        aps.ListApprovalsRequest(actionable_only=True), metadata=world.dave_approver.md)
+        aps.ListApprovalsRequest(actionable_only=True), metadata=world.dave_approver.md
+    )
     assert run.id not in [x.run_id for x in listed.approvals]
     listed = await world.bob.approvals.ListApprovals(
-        aps.ListApprovalsRequest(actionable_only=True), metadata=world.bob.md)
+        aps.ListApprovalsRequest(actionable_only=True), metadata=world.bob.md
+    )
     assert run.id in [x.run_id for x in listed.approvals]
 
 
@@ -157,13 +176,15 @@ async def test_rejection_requires_reason(world: World) -> None:
     approval = (await reject(world.bob, run.id, "touches prod data")).approval
     assert approval.status == ap.APPROVAL_STATUS_REJECTED
     assert [(d.approver, d.verdict, d.reason) for d in approval.decisions] == [
-        ("bob", ap.VERDICT_REJECT, "touches prod data")]
+        ("bob", ap.VERDICT_REJECT, "touches prod data")
+    ]
     after = await get_run(world.alice, run.id)
     assert after.state == rp.RUN_STATE_REJECTED
     assert "touches prod data" in after.reason and "bob" in after.reason
     assert after.finish_time.seconds > 0
-    got = await world.alice.approvals.GetApproval(aps.GetApprovalRequest(run_id=run.id),
-                                                  metadata=world.alice.md)
+    got = await world.alice.approvals.GetApproval(
+        aps.GetApprovalRequest(run_id=run.id), metadata=world.alice.md
+    )
     assert got.approval.decisions[0].reason == "touches prod data"
     # Closed: neither approve nor reject any more.
     await expect_code(approve(world.carol, run.id), Code.FAILED_PRECONDITION)
@@ -189,9 +210,12 @@ async def test_expiry_after_ttl(db_url: str) -> None:
         crit = (await submit(w.alice, "crit")).run
         await approve(w.bob, crit.id)  # one of two: still expires
         for rid in (run.id, crit.id):
-            got = await assert_eventually(lambda rid=rid: get_run(w.alice, rid),
-                                          lambda r: r.state == rp.RUN_STATE_EXPIRED,
-                                          timeout=10, what=f"{rid} EXPIRED")
+            got = await assert_eventually(
+                lambda rid=rid: get_run(w.alice, rid),
+                lambda r: r.state == rp.RUN_STATE_EXPIRED,
+                timeout=10,
+                what=f"{rid} EXPIRED",
+            )
             assert got.finish_time.seconds > 0
         err = await expect_code(approve(w.carol, run.id), Code.FAILED_PRECONDITION)
         assert "expired" in err.details()
@@ -201,9 +225,13 @@ async def test_expiry_after_ttl(db_url: str) -> None:
         assert a is not None and a.status == "expired" and a.approvals == 1
         events = await stored_events(plane.cp.store, run.id)
         assert [(e.state, e.actor) for e in events] == [
-            (RunState.PENDING_APPROVAL, "alice"), (RunState.EXPIRED, "system")]
+            (RunState.PENDING_APPROVAL, "alice"),
+            (RunState.EXPIRED, "system"),
+        ]
         assert [e["action"] for e in await audit(plane.cp.store, run.id)] == [
-            "run.submit", "approval.expire"]
+            "run.submit",
+            "approval.expire",
+        ]
     finally:
         await plane.close()
 
@@ -253,11 +281,13 @@ async def test_idempotent_submit(world: World) -> None:
     assert again.deduplicated and again.run.id == first.run.id
     assert again.run.idempotency_key == "order-42"
 
-    err = await expect_code(submit(world.alice, "risky", text="b", idempotency_key="order-42"),
-                            Code.ALREADY_EXISTS)
+    err = await expect_code(
+        submit(world.alice, "risky", text="b", idempotency_key="order-42"), Code.ALREADY_EXISTS
+    )
     assert "idempotency_key" in err.details() and first.run.id in err.details()
-    await expect_code(submit(world.alice, "echo", text="a", idempotency_key="order-42"),
-                      Code.ALREADY_EXISTS)
+    await expect_code(
+        submit(world.alice, "echo", text="a", idempotency_key="order-42"), Code.ALREADY_EXISTS
+    )
     original = await get_run(world.alice, first.run.id)
     assert original.input_json == '{"text":"a"}'
     assert original.state == rp.RUN_STATE_PENDING_APPROVAL and original.last_sequence == 1
@@ -286,8 +316,16 @@ async def test_cancel_in_pending_queued_and_running(world: World) -> None:
     async with store.transaction() as tx:
         r = await tx.get_run(running.id, lock=True)
         assert r is not None
-        await tx.transition(r, RunState.RUNNING, reason="leased", actor="executor-x", now=now,
-                            attempt=1, lease_owner="x", lease_expires_at=now + timedelta(seconds=30))
+        await tx.transition(
+            r,
+            RunState.RUNNING,
+            reason="leased",
+            actor="executor-x",
+            now=now,
+            attempt=1,
+            lease_owner="x",
+            lease_expires_at=now + timedelta(seconds=30),
+        )
     got = (await cancel(world.alice, running.id, "stop")).run
     assert got.state == rp.RUN_STATE_RUNNING and got.cancel_requested
     # Asking again while the executor has not yet stopped it is harmless.
@@ -317,8 +355,16 @@ async def test_cancel_refused_in_terminal_states(world: World) -> None:
     async with store.transaction() as tx:
         r = await tx.get_run(runs["succeeded"], lock=True)
         assert r is not None
-        r = await tx.transition(r, RunState.RUNNING, reason="leased", actor="x", now=now, attempt=1,
-                                lease_owner="x", lease_expires_at=now + timedelta(seconds=30))
+        r = await tx.transition(
+            r,
+            RunState.RUNNING,
+            reason="leased",
+            actor="x",
+            now=now,
+            attempt=1,
+            lease_owner="x",
+            lease_expires_at=now + timedelta(seconds=30),
+        )
         await tx.transition(r, RunState.SUCCEEDED, reason="exit 0", actor="x", now=now)
     for what, rid in runs.items():
         before = await get_run(world.alice, rid)
@@ -329,8 +375,9 @@ async def test_cancel_refused_in_terminal_states(world: World) -> None:
 
 
 async def _watch(client: Client, run_id: str, from_seq: int) -> list[rp.RunEvent]:
-    call = client.runs.WatchRun(rs.WatchRunRequest(run_id=run_id, from_sequence=from_seq),
-                                metadata=client.md, timeout=15)
+    call = client.runs.WatchRun(
+        rs.WatchRunRequest(run_id=run_id, from_sequence=from_seq), metadata=client.md, timeout=15
+    )
     return [m.event async for m in call]
 
 
@@ -344,10 +391,16 @@ async def test_watch_run_streams_gapless_and_ends(world: World) -> None:
     await cancel(world.alice, run.id, "enough")
     events = await asyncio.wait_for(live, 10)
     assert [e.sequence for e in events] == [1, 2, 3]
-    assert [e.state for e in events] == [rp.RUN_STATE_PENDING_APPROVAL, rp.RUN_STATE_QUEUED,
-                                         rp.RUN_STATE_CANCELLED]
-    assert [e.previous_state for e in events] == [rp.RUN_STATE_UNSPECIFIED,
-                                                  rp.RUN_STATE_PENDING_APPROVAL, rp.RUN_STATE_QUEUED]
+    assert [e.state for e in events] == [
+        rp.RUN_STATE_PENDING_APPROVAL,
+        rp.RUN_STATE_QUEUED,
+        rp.RUN_STATE_CANCELLED,
+    ]
+    assert [e.previous_state for e in events] == [
+        rp.RUN_STATE_UNSPECIFIED,
+        rp.RUN_STATE_PENDING_APPROVAL,
+        rp.RUN_STATE_QUEUED,
+    ]
     assert [e.id for e in events] == [f"{run.id}.{n}" for n in (1, 2, 3)]
     assert all(e.run_id == run.id and e.agent == "crit" and e.capability == "echo" for e in events)
     assert events[1].actor == "carol" and events[2].actor == "alice"
@@ -374,9 +427,13 @@ async def test_watch_run_waits_for_future_sequence(world: World) -> None:
 async def test_audit_log_covers_registry_and_decisions(world: World) -> None:
     store = world.plane.cp.store
     register_rows = await audit(store, "echo@1.0.0")
-    assert [(r["action"], r["actor"]) for r in register_rows] == [("agent.version.register", "admin")]
+    assert [(r["action"], r["actor"]) for r in register_rows] == [
+        ("agent.version.register", "admin")
+    ]
     await world.admin.registry.DeprecateAgentVersion(
-        reg.DeprecateAgentVersionRequest(name="echo", version="1.0.0", reason="old"), metadata=world.admin.md)
+        reg.DeprecateAgentVersionRequest(name="echo", version="1.0.0", reason="old"),
+        metadata=world.admin.md,
+    )
     rows = await audit(store, "echo@1.0.0")
     assert [r["action"] for r in rows] == ["agent.version.register", "agent.version.deprecate"]
     assert rows[1]["details"] == {"reason": "old"}
@@ -388,12 +445,17 @@ async def test_audit_log_covers_registry_and_decisions(world: World) -> None:
     await reject(world.bob, rejected.id, "too broad")
     rows = await audit(store, approved.id)
     assert [(r["action"], r["actor"]) for r in rows] == [
-        ("run.submit", "alice"), ("approval.approve", "bob"), ("approval.approve", "carol")]
+        ("run.submit", "alice"),
+        ("approval.approve", "bob"),
+        ("approval.approve", "carol"),
+    ]
     assert [r["details"].get("reason") for r in rows[1:]] == ["ok 1", "ok 2"]
     assert all(r["at"] is not None for r in rows)
     rows = await audit(store, rejected.id)
     assert [(r["action"], r["actor"], r["details"].get("reason")) for r in rows] == [
-        ("run.submit", "alice", None), ("approval.reject", "bob", "too broad")]
+        ("run.submit", "alice", None),
+        ("approval.reject", "bob", "too broad"),
+    ]
 
     key = await world.admin.admin.ListApiKeys(adm.ListApiKeysRequest(), metadata=world.admin.md)
     bob_key = next(k for k in key.keys if k.owner == "bob")
@@ -407,8 +469,9 @@ async def test_list_pagination_walks_every_page(world: World) -> None:
     names: list[str] = []
     token, pages = "", 0
     while True:
-        resp = await admin.registry.ListAgents(reg.ListAgentsRequest(page_size=3, page_token=token),
-                                               metadata=admin.md)
+        resp = await admin.registry.ListAgents(
+            reg.ListAgentsRequest(page_size=3, page_token=token), metadata=admin.md
+        )
         names += [a.name for a in resp.agents]
         pages += 1
         token = resp.next_page_token
@@ -416,17 +479,21 @@ async def test_list_pagination_walks_every_page(world: World) -> None:
             break
     assert len(names) == len(set(names)) == 10
     assert names == sorted(names) and pages == 4
-    prefixed = await admin.registry.ListAgents(reg.ListAgentsRequest(name_prefix="page-"),
-                                               metadata=admin.md)
+    prefixed = await admin.registry.ListAgents(
+        reg.ListAgentsRequest(name_prefix="page-"), metadata=admin.md
+    )
     assert [a.name for a in prefixed.agents] == [f"page-{i}" for i in range(7)]
 
-    submitted = [(await submit(world.alice, f"page-{i % 7}", text=str(i))).run.id for i in range(11)]
+    submitted = [
+        (await submit(world.alice, f"page-{i % 7}", text=str(i))).run.id for i in range(11)
+    ]
     submitted += [(await submit(world.dave_submitter, "risky")).run.id]
     seen: list[str] = []
     token = ""
     while True:
-        resp = await world.bob.runs.ListRuns(rs.ListRunsRequest(page_size=2, page_token=token),
-                                             metadata=world.bob.md)
+        resp = await world.bob.runs.ListRuns(
+            rs.ListRunsRequest(page_size=2, page_token=token), metadata=world.bob.md
+        )
         assert len(resp.runs) <= 2
         seen += [r.id for r in resp.runs]
         token = resp.next_page_token
@@ -434,15 +501,22 @@ async def test_list_pagination_walks_every_page(world: World) -> None:
             break
     assert len(seen) == len(set(seen)) == 12 and set(seen) == set(submitted)
     assert seen == sorted(seen, reverse=True)  # newest first
-    mine = await world.bob.runs.ListRuns(rs.ListRunsRequest(submitter="dave"), metadata=world.bob.md)
+    mine = await world.bob.runs.ListRuns(
+        rs.ListRunsRequest(submitter="dave"), metadata=world.bob.md
+    )
     assert [r.id for r in mine.runs] == submitted[-1:]
     pending = await world.bob.runs.ListRuns(
-        rs.ListRunsRequest(states=[rp.RUN_STATE_PENDING_APPROVAL]), metadata=world.bob.md)
+        rs.ListRunsRequest(states=[rp.RUN_STATE_PENDING_APPROVAL]), metadata=world.bob.md
+    )
     assert [r.id for r in pending.runs] == submitted[-1:]
-    by_agent = await world.bob.runs.ListRuns(rs.ListRunsRequest(agent="page-0"), metadata=world.bob.md)
+    by_agent = await world.bob.runs.ListRuns(
+        rs.ListRunsRequest(agent="page-0"), metadata=world.bob.md
+    )
     assert sorted(r.id for r in by_agent.runs) == sorted(submitted[i] for i in (0, 7))
-    await expect_code(world.bob.runs.ListRuns(rs.ListRunsRequest(page_token="!!not-ours"),
-                                              metadata=world.bob.md), Code.INVALID_ARGUMENT)
+    await expect_code(
+        world.bob.runs.ListRuns(rs.ListRunsRequest(page_token="!!not-ours"), metadata=world.bob.md),
+        Code.INVALID_ARGUMENT,
+    )
 
 
 async def test_approvals_pagination(world: World) -> None:
@@ -451,7 +525,8 @@ async def test_approvals_pagination(world: World) -> None:
     token = ""
     while True:
         resp = await world.bob.approvals.ListApprovals(
-            aps.ListApprovalsRequest(page_size=2, page_token=token), metadata=world.bob.md)
+            aps.ListApprovalsRequest(page_size=2, page_token=token), metadata=world.bob.md
+        )
         seen += [a.run_id for a in resp.approvals]
         token = resp.next_page_token
         if not token:
@@ -464,7 +539,9 @@ async def test_deprecated_version_refuses_runs_but_stays_readable(world: World) 
     await register(admin, manifest_text("echo", "2.0.0"))
     old_run = (await submit(world.alice, version="1.0.0")).run
     dep = await admin.registry.DeprecateAgentVersion(
-        reg.DeprecateAgentVersionRequest(name="echo", version="1.0.0", reason="CVE-1"), metadata=admin.md)
+        reg.DeprecateAgentVersionRequest(name="echo", version="1.0.0", reason="CVE-1"),
+        metadata=admin.md,
+    )
     assert dep.version.deprecated and dep.version.deprecation_reason == "CVE-1"
 
     err = await expect_code(submit(world.alice, version="1.0.0"), Code.FAILED_PRECONDITION)
@@ -473,35 +550,51 @@ async def test_deprecated_version_refuses_runs_but_stays_readable(world: World) 
     assert latest.version == "2.0.0"
 
     got = await world.alice.registry.GetAgentVersion(
-        reg.GetAgentVersionRequest(name="echo", version="1.0.0"), metadata=world.alice.md)
+        reg.GetAgentVersionRequest(name="echo", version="1.0.0"), metadata=world.alice.md
+    )
     assert got.version.deprecated and got.version.deprecation_reason == "CVE-1"
-    agent = await world.alice.registry.GetAgent(reg.GetAgentRequest(name="echo"), metadata=world.alice.md)
-    assert agent.agent.latest_version == "2.0.0" and list(agent.agent.versions) == ["1.0.0", "2.0.0"]
+    agent = await world.alice.registry.GetAgent(
+        reg.GetAgentRequest(name="echo"), metadata=world.alice.md
+    )
+    assert agent.agent.latest_version == "2.0.0" and list(agent.agent.versions) == [
+        "1.0.0",
+        "2.0.0",
+    ]
     assert (await get_run(world.alice, old_run.id)).version == "1.0.0"
 
     # With every version deprecated, the agent is still readable and takes no runs.
     await admin.registry.DeprecateAgentVersion(
-        reg.DeprecateAgentVersionRequest(name="echo", version="2.0.0"), metadata=admin.md)
+        reg.DeprecateAgentVersionRequest(name="echo", version="2.0.0"), metadata=admin.md
+    )
     err = await expect_code(submit(world.alice), Code.FAILED_PRECONDITION)
     assert "deprecated" in err.details()
     await expect_code(submit(world.alice, "nosuch"), Code.NOT_FOUND)
-    agent = await world.alice.registry.GetAgent(reg.GetAgentRequest(name="echo"), metadata=world.alice.md)
+    agent = await world.alice.registry.GetAgent(
+        reg.GetAgentRequest(name="echo"), metadata=world.alice.md
+    )
     assert agent.agent.latest_version == "" and len(agent.versions) == 2
 
 
 async def test_registered_versions_are_immutable(world: World) -> None:
     same = await register(world.admin, manifest_text("echo", network=True))
     assert same.version.version == "1.0.0"
-    err = await expect_code(register(world.admin, manifest_text("echo", risk="high")), Code.ALREADY_EXISTS)
+    err = await expect_code(
+        register(world.admin, manifest_text("echo", risk="high")), Code.ALREADY_EXISTS
+    )
     assert "immutable" in err.details()
-    got = await world.alice.registry.GetAgentVersion(reg.GetAgentVersionRequest(name="echo"),
-                                                     metadata=world.alice.md)
+    got = await world.alice.registry.GetAgentVersion(
+        reg.GetAgentVersionRequest(name="echo"), metadata=world.alice.md
+    )
     assert got.version.risk == 1  # still low
 
 
 async def test_get_run_result_on_queued_run(world: World) -> None:
     run = (await submit(world.alice, text="result?")).run
-    res = await world.bob.runs.GetRunResult(rs.GetRunResultRequest(run_id=run.id), metadata=world.bob.md)
+    res = await world.bob.runs.GetRunResult(
+        rs.GetRunResultRequest(run_id=run.id), metadata=world.bob.md
+    )
     assert res.run.id == run.id and res.run.state == rp.RUN_STATE_QUEUED
-    assert res.output_json == "" and res.error_code == "" and res.logs == "" and not res.logs_truncated
+    assert (
+        res.output_json == "" and res.error_code == "" and res.logs == "" and not res.logs_truncated
+    )
     assert res.run.input_json == '{"text":"result?"}'

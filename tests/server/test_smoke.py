@@ -8,10 +8,11 @@ from tests.conftest import Plane, manifest_text
 
 async def test_register_and_submit_low_risk_is_queued(plane: Plane) -> None:
     admin = plane.admin
-    await admin.registry.RegisterAgentVersion(reg.RegisterAgentVersionRequest(manifest=manifest_text()),
-                                              metadata=admin.md)
+    await admin.registry.RegisterAgentVersion(
+        reg.RegisterAgentVersionRequest(manifest=manifest_text()), metadata=admin.md)
     alice = await plane.key("alice", "submitter")
-    resp = await alice.runs.SubmitRun(rs.SubmitRunRequest(agent="echo", capability="echo",
-                                                          input_json='{"text": "hi"}'), metadata=alice.md)
+    resp = await alice.runs.SubmitRun(
+        rs.SubmitRunRequest(agent="echo", capability="echo", input_json='{"text": "hi"}'),
+        metadata=alice.md)
     assert resp.run.state == RUN_STATE_QUEUED
     assert resp.run.submitter == "alice"

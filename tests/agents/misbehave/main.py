@@ -144,6 +144,9 @@ def dispatch(capability: str, inp: Any) -> Any:
         sys.exit(3)
     if capability == "fail":
         raise AgentError("E_BAD", "bad things")
+    if capability == "sleep":  # a well-behaved slow run (crash-safety tests)
+        time.sleep(float(inp.get("seconds", 1)))
+        return {"slept": float(inp.get("seconds", 1))}
     handlers = {
         "hog_memory": hog_memory,
         "spin": spin,

@@ -87,7 +87,7 @@ export function runView(runId: string): View {
 
   const addEvent = (e: RunEvent) => {
     const from = e.previousState ? `${stateName(e.previousState)} → ` : "";
-    timeline.append(h("li", { "data-seq": String(e.sequence) },
+    timeline.append(h("li", { "data-seq": String(e.sequence), "data-state": stateName(e.state) },
       h("span", { class: stateClass(e.state) }, `${from}${stateName(e.state)}`),
       h("span", { class: "muted" }, ` ${when(e.createTime)}`),
       e.actor ? h("span", null, ` by ${e.actor}`) : null,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up, start PostgreSQL and NATS if needed, check generated code and lint, run every test.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k approvals).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+bash scripts/services.sh
+
+echo "== generated protobuf code is current" >&2
+.venv/bin/python proto/generate.py --check
+echo "== buf lint" >&2
+npm --prefix ui run --silent lint:proto   # buf pinned in ui/package.json
+echo "== ruff" >&2
+.venv/bin/ruff check .
+echo "== mypy" >&2
+.venv/bin/mypy server executor agents
+
+echo "== pytest" >&2
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+  echo "error: pytest collected no tests; that is a failure, not a pass" >&2
+  exit 1
+fi
+exit $rc

@@ -1,0 +1,86 @@
+"""Long-running process commands besides ``serve``: ``airlock executor`` and ``airlock dev``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.cli import Commands
+
+
+async def cmd_executor(ns: argparse.Namespace) -> int:
+    from executor.main import install_signal_handlers, run_executor
+    from executor.runtime.base import RuntimeUnavailable
+    from executor.settings import ExecutorSettings
+    from server.cli import EXIT_CONFIG, load_settings
+
+    overrides = {k: v for k, v in (("slots", ns.slots), ("runtime", ns.runtime)) if v is not None}
+    settings = load_settings(ExecutorSettings, **overrides)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    try:
+        await run_executor(settings, stop)
+    except RuntimeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def register_executor(cli: Commands) -> None:
+    p = cli.add(
+        "executor", cmd_executor, help="lease queued runs and execute them in sandboxes",
+        description=(
+            "Run one executor: lease QUEUED runs from the database (FOR UPDATE SKIP LOCKED),\n"
+            "run each in a sandbox (AIRLOCK_RUNTIME=auto|podman|dagger) under hard limits and\n"
+            "record the outcome. SIGINT/SIGTERM: stop leasing, let runs finish within\n"
+            "AIRLOCK_GRACE_SECONDS, then stop and re-queue them; a second signal exits at once.\n"
+            "Refuses to start (exit 3) when no sandbox runtime is usable."
+        ),
+    )
+    p.add_argument("--slots", type=int, help="runs at once (default AIRLOCK_SLOTS or 2)")
+    p.add_argument("--runtime", choices=["auto", "podman", "dagger"],
+                   help="sandbox runtime (default AIRLOCK_RUNTIME or auto)")
+
+
+async def cmd_dev(ns: argparse.Namespace) -> int:
+    from executor.main import install_signal_handlers
+    from executor.runtime.base import RuntimeUnavailable
+    from server.cli import EXIT_CONFIG, ConfigError
+    from server.dev import dev_settings, run_dev
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = Path(ns.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server, executor = dev_settings(data_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    try:
+        await run_dev(server, executor, stop)
+    except RuntimeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def register_dev(cli: Commands) -> None:
+    p = cli.add(
+        "dev", cmd_dev, help="control plane + executor in one process on embedded defaults",
+        description=(
+            "Everything in one process: a SQLite file under --data-dir, no NATS (runs are\n"
+            "watched from the database), the sandbox runtime auto-detected (a Dagger engine\n"
+            "if reachable, else podman; never unsandboxed). Prints the gRPC and web UI\n"
+            "addresses and, on first start, the admin token (also saved to DATA_DIR/admin.token)."
+        ),
+    )
+    p.add_argument("--data-dir", default="airlock-data", help="where the database and token live")

@@ -1,0 +1,57 @@
+"""The control-plane benchmark runs end to end (``--quick``) and ends with its JSON line.
+
+Only the shape is checked here; whether the performance targets are met is reported by the
+benchmark itself (the ``targets`` booleans), never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.db import pg_available
+
+REPO = Path(__file__).resolve().parents[2]
+OPS = ("floor", "GetAgent", "GetRun", "SubmitRun")
+CONCURRENCY = ("1", "10", "50")
+TARGETS = {
+    "GetAgent_throughput_ge_half_floor", "GetAgent_p99_le_2x_floor",
+    "GetRun_throughput_ge_half_floor", "GetRun_p99_le_2x_floor",
+    "SubmitRun_ge_500_per_s",
+}
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def test_control_plane_quick_ends_with_json_line() -> None:
+    reason = pg_available()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "control_plane.py"), "--quick"],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) > 1, "expected a table before the JSON line"
+    doc = json.loads(lines[-1])
+
+    assert doc["benchmark"] == "control_plane"
+    assert doc["database"] == "postgresql"
+    assert doc["duration_s"] == 1.0
+    assert [str(c) for c in doc["concurrency"]] == list(CONCURRENCY)
+    assert set(doc["measurements"]) == set(OPS)
+    for op in OPS:
+        assert set(doc["measurements"][op]) == set(CONCURRENCY), op
+        for c in CONCURRENCY:
+            cell = doc["measurements"][op][c]
+            assert cell["op"] == op and str(cell["clients"]) == c
+            assert cell["calls"] > 0, (op, c, cell)
+            assert cell["errors"] == 0, (op, c, cell)
+            for key in ("throughput", "p50_ms", "p99_ms"):
+                assert isinstance(cell[key], int | float) and cell[key] > 0, (op, c, key)
+    assert set(doc["targets"]) == TARGETS
+    assert all(isinstance(v, bool) for v in doc["targets"].values())
+    assert doc["all_targets_met"] == all(doc["targets"].values())

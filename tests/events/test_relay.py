@@ -1,0 +1,189 @@
+"""The relay against real NATS JetStream: every state change arrives once, in per-run order;
+a durable consumer resumes without gaps; several relays on PostgreSQL do not interleave."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from airlock.v1 import run_pb2 as rp
+from executor.relay import Relay
+from server.domain.models import RunEvent
+from server.domain.states import RunState
+from server.store import Store
+from tests.conftest import Plane, start_plane
+from tests.events.conftest import (
+    Names,
+    Received,
+    echo_world,
+    fetch_all,
+    relay_settings,
+    running_relay,
+    total_events,
+    unpublished,
+)
+from tests.helpers.api import approve, cancel, reject, submit
+from tests.helpers.wait import assert_eventually
+
+pytestmark = [pytest.mark.nats]
+
+
+async def all_rows(store: Store) -> list[RunEvent]:
+    async with store.read() as tx:
+        run_ids = [r.id for r in await tx.list_runs(agent="", states=[], submitter="",
+                                                     before_id="", limit=10_000)]
+        rows = []
+        for rid in run_ids:
+            rows += await tx.events_since(rid, 1, limit=10_000)
+    return rows
+
+
+async def drive(plane: Plane, store: Store, n_extra: int = 10) -> None:
+    """Every kind of transition: approval, rejection, cancel, run to success and failure."""
+    _, alice = await echo_world(plane)
+    bob = await plane.key("bob", "approver")
+    carol = await plane.key("carol", "approver")
+    approved = (await submit(alice, "crit")).run.id
+    await approve(bob, approved)
+    await approve(carol, approved)
+    await reject(bob, (await submit(alice, "crit")).run.id, "no")
+    failing = (await submit(alice)).run.id
+    for rid, outcome in ((approved, RunState.SUCCEEDED), (failing, RunState.FAILED)):
+        now = plane.cp.clock()
+        async with store.transaction() as tx:
+            r = await tx.get_run(rid, lock=True)
+            assert r is not None
+            r = await tx.transition(r, RunState.RUNNING, reason="leased", actor="ex-1", now=now,
+                                    attempt=1, lease_owner="ex-1",
+                                    lease_expires_at=now + timedelta(seconds=30))
+            await tx.transition(r, outcome, reason="done", actor="ex-1", now=now)
+    for i in range(n_extra):
+        run = (await submit(alice, text=f"n{i}")).run
+        await cancel(alice, run.id, "enough")
+
+
+def check_delivery(got: list[Received], rows: list[RunEvent], names: Names) -> None:
+    """Once per event id, per-run order, and the payload and headers match the row."""
+    ids = Counter(r.payload.event_id for r in got)
+    assert {i: c for i, c in ids.items() if c > 1} == {}
+    assert set(ids) == {e.event_id for e in rows}
+    by_id = {e.event_id: e for e in rows}
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for m in got:
+        p = m.payload
+        e = by_id[p.event_id]
+        seqs[p.run_id].append(p.sequence)
+        assert m.subject == f"{names.prefix}.{e.agent}.{e.state.value.lower()}"
+        assert m.headers["Nats-Msg-Id"] == e.event_id
+        assert m.headers["Content-Type"] == "application/json"
+        assert m.headers["Airlock-Schema"] == "airlock.v1.RunEventPayload/1"
+        assert p.schema_version == 1
+        assert (p.run_id, p.sequence, p.agent, p.version, p.capability, p.attempt, p.reason,
+                p.actor) == (e.run_id, e.seq, e.agent, e.version, e.capability, e.attempt,
+                             e.reason, e.actor)
+        assert rp.RunState.Name(p.state) == f"RUN_STATE_{e.state.value}"
+        prev = e.previous_state.value if e.previous_state else "UNSPECIFIED"
+        assert rp.RunState.Name(p.previous_state) == f"RUN_STATE_{prev}"
+        assert p.create_time.ToDatetime().replace(microsecond=0) == \
+            e.created_at.replace(tzinfo=None, microsecond=0)
+    for run_id, s in seqs.items():
+        assert s == list(range(1, len(s) + 1)), (run_id, s)
+
+
+async def test_every_state_change_once_in_order(db_url: str, nats_url: str, names: Names) -> None:
+    plane = await start_plane(db_url)
+    try:
+        settings = relay_settings(db_url, nats_url, names, relay_poll_seconds=0.2)
+        async with running_relay(settings) as rr:
+            await drive(plane, plane.cp.store)
+            await assert_eventually(lambda: unpublished(rr.store), lambda n: n == 0,
+                                    timeout=20, what="every event published")
+            assert rr.relay.failed_attempts == 0
+        rows = await all_rows(plane.cp.store)
+        assert len(rows) == await total_events(plane.cp.store) == 4 + 2 + 3 + 20
+        states = {e.state for e in rows}
+        assert states >= {RunState.PENDING_APPROVAL, RunState.QUEUED, RunState.RUNNING,
+                          RunState.SUCCEEDED, RunState.FAILED, RunState.REJECTED,
+                          RunState.CANCELLED}
+        got = await fetch_all(nats_url, names, len(rows))
+        check_delivery(got, rows, names)
+    finally:
+        await plane.close()
+
+
+async def test_durable_consumer_resumes_without_gaps(pg_plane: Plane, nats_url: str,
+                                                     names: Names) -> None:
+    _, alice = await echo_world(pg_plane)
+    store = pg_plane.cp.store
+    settings = relay_settings(pg_plane.url, nats_url, names)
+    async with running_relay(settings) as rr:
+        for i in range(10):
+            await cancel(alice, (await submit(alice, text=f"a{i}")).run.id)
+        await assert_eventually(lambda: unpublished(rr.store), lambda n: n == 0, timeout=20)
+
+        # A durable consumer takes the first 20, acks them, and goes away.
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
+        sub = await js.pull_subscribe(f"{names.prefix}.>", durable="backend", stream=names.stream,
+                                      config=cfg)
+        first = []
+        while len(first) < 20:
+            for m in await sub.fetch(20 - len(first), timeout=5):
+                first.append(m)
+                await m.ack()
+        await nc.close()
+
+        # While it is away, more runs change state.
+        for i in range(10):
+            await cancel(alice, (await submit(alice, text=f"b{i}")).run.id)
+        await assert_eventually(lambda: unpublished(rr.store), lambda n: n == 0, timeout=20)
+
+    # It comes back under the same durable name and continues where it acked.
+    rest = await fetch_all(nats_url, names, 20, durable="backend")
+    seen = [m.headers["Nats-Msg-Id"] for m in first] + [m.payload.event_id for m in rest]
+    rows = await all_rows(store)
+    assert len(seen) == len(set(seen)) == len(rows) == 40
+    assert set(seen) == {e.event_id for e in rows}
+
+
+async def test_two_relays_on_postgres_do_not_interleave(pg_plane: Plane, nats_url: str,
+                                                        names: Names) -> None:
+    _, alice = await echo_world(pg_plane)
+    settings = relay_settings(pg_plane.url, nats_url, names, relay_batch_size=7)
+    async with running_relay(settings) as a, running_relay(settings) as b:
+        runs = [(await submit(alice, text=f"r{i}")).run.id for i in range(40)]
+        for i in range(0, 40, 5):  # concurrent writers, few connections (a shared server)
+            await asyncio.gather(*(cancel(alice, r) for r in runs[i:i + 5]))
+        await assert_eventually(lambda: unpublished(a.store), lambda n: n == 0, timeout=30)
+        assert a.relay.published + b.relay.published == 80
+    rows = await all_rows(pg_plane.cp.store)
+    got = await fetch_all(nats_url, names, len(rows))
+    check_delivery(got, rows, names)
+
+
+async def test_existing_stream_with_other_subjects_is_refused(pg_url: str, nats_url: str,
+                                                              names: Names) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().add_stream(name=names.stream, subjects=[f"{names.prefix}x.>"])
+    finally:
+        await nc.close()
+    store, _ = await _store(pg_url)
+    try:
+        relay = Relay(relay_settings(pg_url, nats_url, names), store)
+        with pytest.raises(RuntimeError, match="AIRLOCK_NATS_STREAM"):
+            await asyncio.wait_for(relay.run(asyncio.Event()), 20)
+    finally:
+        await store.dispose()
+
+
+async def _store(url: str) -> tuple[Store, None]:
+    from server.store import make_engine
+
+    return Store(make_engine(url=url, pool_size=2)), None
