@@ -116,7 +116,24 @@ class Permissions(_Strict):
         return v
 
 
+MAX_SCHEMA_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of dicts and lists (iterative: no recursion limit to hit)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is not None:
+            deepest = max(deepest, d)
+            todo.extend((c, d + 1) for c in children)
+    return deepest
+
+
 def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
@@ -198,6 +215,8 @@ def parse_manifest(data: Any) -> Manifest:
         raise ManifestError("", "manifest must be a mapping")
     try:
         return Manifest.model_validate(data)
+    except RecursionError:  # e.g. a JSON Schema nested deeper than the meta-schema check can go
+        raise ManifestError("", "not a manifest: nested too deeply") from None
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])

@@ -58,7 +58,7 @@ async def cmd_dev(ns: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = Path(ns.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, at start-up)
     try:
         server, executor = dev_settings(data_dir)
     except ValueError as e:

@@ -42,6 +42,7 @@ from server.store import tables as t
 from server.store.notify import APPROVALS, RUN_EVENTS, RUNS_QUEUED, Notifier
 from server.telemetry import metrics_api
 
+
 class Duplicate(Exception):
     """A unique constraint refused the row (the caller decides what that means)."""
 

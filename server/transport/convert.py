@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -36,12 +36,12 @@ def ts(value: datetime | None) -> Timestamp | None:
     return out
 
 
-def risk_pb(r: Risk) -> int:
-    return int(r)
+def risk_pb(r: Risk) -> agent_pb2.Risk:
+    return cast(agent_pb2.Risk, int(r))
 
 
-def state_pb(s: RunState | None) -> int:
-    return _STATES[s] if s is not None else run_pb2.RUN_STATE_UNSPECIFIED
+def state_pb(s: RunState | None) -> run_pb2.RunState:
+    return cast(run_pb2.RunState, _STATES[s] if s is not None else run_pb2.RUN_STATE_UNSPECIFIED)
 
 
 def state_from_pb(field: str, value: int) -> RunState:
@@ -56,8 +56,8 @@ def status_from_pb(field: str, value: int) -> str:
     return _STATUS_NAMES[value]
 
 
-def role_pb(r: Role) -> int:
-    return _ROLES[r]
+def role_pb(r: Role) -> admin_pb.Role:
+    return cast(admin_pb.Role, _ROLES[r])
 
 
 def role_from_pb(field: str, value: int) -> Role:
@@ -69,7 +69,7 @@ def role_from_pb(field: str, value: int) -> Role:
 def limits_pb(lim: Limits | LimitsSpec) -> agent_pb2.Limits:
     d = {k: v for k, v in (lim.as_dict() if isinstance(lim, Limits) else lim.model_dump()).items()
          if v is not None}
-    return agent_pb2.Limits(**d)
+    return agent_pb2.Limits(**d)  # type: ignore[arg-type]  # ints and floats by field
 
 
 def limits_from_pb(msg: agent_pb2.Limits) -> dict[str, float]:
@@ -130,7 +130,7 @@ def event_pb(e: RunEvent) -> run_pb2.RunEvent:
 def approval_pb(v: ApprovalView) -> approval_pb2.Approval:
     a, r = v.approval, v.run
     return approval_pb2.Approval(
-        run_id=a.run_id, status=_STATUS[a.status], risk=risk_pb(r.effective_risk),
+        run_id=a.run_id, status=cast(approval_pb2.ApprovalStatus, _STATUS[a.status]), risk=risk_pb(r.effective_risk),
         risk_reasons=list(r.risk_reasons), required=a.required, approvals=a.approvals,
         decisions=[approval_pb2.Decision(
             approver=d.approver, verdict=approval_pb2.VERDICT_APPROVE if d.verdict == "approve"

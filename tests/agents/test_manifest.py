@@ -28,9 +28,7 @@ GOOD: dict[str, Any] = {
         "default": {"memory_mib": 128, "timeout_seconds": 10},
         "max": {"memory_mib": 512, "timeout_seconds": 60},
     },
-    "capabilities": [
-        {"name": "echo", "input_schema": {"type": "object"}, "output_schema": {"type": "object"}}
-    ],
+    "capabilities": [{"name": "echo", "input_schema": {"type": "object"}, "output_schema": {"type": "object"}}],
 }
 
 
@@ -113,7 +111,7 @@ def test_image_or_build_required() -> None:
     assert m.image is None and m.build is not None
 
 
-@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just text", "a: [", "name: [unclosed"])
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just text", "a: [", "name: [unclosed", "[" * 5000, "9" * 5000])
 def test_not_a_manifest_document(text: str) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest_text(text)
@@ -132,8 +130,12 @@ def test_load_from_folder_and_file(tmp_path: Path) -> None:
 
 def test_sample_agents_are_valid() -> None:
     root = Path(__file__).resolve().parents[2]
-    found = sorted(root.glob("sample_agents/*/agent.yaml")) + sorted(
-        root.glob("tests/agents/*/agent.yaml")
-    )
+    found = sorted(root.glob("sample_agents/*/agent.yaml")) + sorted(root.glob("tests/agents/*/agent.yaml"))
     for path in found:
         assert load_manifest(path).name, path
+
+
+def test_schema_depth_limit() -> None:
+    assert parse_manifest(with_("capabilities.0.input_schema", nested(31))).name == "echo"
+    with pytest.raises(ManifestError, match="nested deeper than"):
+        parse_manifest(with_("capabilities.0.input_schema", nested(32)))

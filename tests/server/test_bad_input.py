@@ -196,9 +196,7 @@ async def check_call(
         raw=raw,
     )
     shown = what if what is not None else request
-    assert code not in NEVER, (
-        f"{rpc.operation} gave {code.name} ({details}) for {str(shown)[:500]!r}"
-    )
+    assert code not in NEVER, f"{rpc.operation} gave {code.name} ({details}) for {str(shown)[:500]!r}"
     if code == Code.INVALID_ARGUMENT:
         assert names_a_field(rpc, details), f"{rpc.operation}: message names no field: {details!r}"
     return code
@@ -206,9 +204,7 @@ async def check_call(
 
 async def assert_serving(plane: Plane) -> None:
     async with grpc.aio.insecure_channel(plane.address) as ch:
-        resp = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=5
-        )
+        resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -345,9 +341,7 @@ async def test_random_requests(target: Target, rpc: Rpc, data: st.DataObject) ->
 
 
 def raw_requests(rpc: Rpc, known: list[str]) -> st.SearchStrategy[bytes]:
-    valid = message(rpc.method.input_type, rpc.request_class, known, depth=0).map(
-        lambda m: m.SerializeToString()
-    )
+    valid = message(rpc.method.input_type, rpc.request_class, known, depth=0).map(lambda m: m.SerializeToString())
 
     def mutate(data: bytes, where: int, value: int, cut: int) -> bytes:
         if not data:
@@ -395,7 +389,19 @@ async def test_page_tokens_we_did_not_make(target: Target, token: str) -> None:
 
 
 _M = manifest_text("echo", "9.0.0")
+_DEEP = "{type: object, properties: {a: " * 40 + "{}" + "}}" * 40
 TARGETED: list[tuple[str, dict[str, Any], str]] = [
+    # Documents that break the YAML or JSON Schema machinery (recursion, int digit limit).
+    ("RegistryService.RegisterAgentVersion", {"manifest": "[" * 5000}, "manifest:"),
+    ("RegistryService.RegisterAgentVersion", {"manifest": "9" * 5000}, "manifest:"),
+    (
+        "RegistryService.RegisterAgentVersion",
+        {"manifest": _M.replace("{type: object}\n", _DEEP + "\n")},
+        "manifest.capabilities.0.output_schema:",
+    ),
+    # Sequences are 32-bit in the database.
+    ("RunService.WatchRun", {"run_id": "run_" + "0" * 26, "from_sequence": 2**63 - 1}, "from_sequence:"),
+    ("RunService.WatchRun", {"run_id": "run_" + "0" * 26, "from_sequence": 2**31}, "from_sequence:"),
     # Strings PostgreSQL cannot store (NUL via a YAML escape) are refused, naming the field.
     (
         "RegistryService.RegisterAgentVersion",
@@ -477,12 +483,8 @@ TARGETED: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("op", "fields", "prefix"), TARGETED, ids=[f"{o}-{p}" for o, _, p in TARGETED]
-)
-async def test_targeted_invalid_values(
-    target: Target, op: str, fields: dict[str, Any], prefix: str
-) -> None:
+@pytest.mark.parametrize(("op", "fields", "prefix"), TARGETED, ids=[f"{o}-{p}" for o, _, p in TARGETED])
+async def test_targeted_invalid_values(target: Target, op: str, fields: dict[str, Any], prefix: str) -> None:
     rpc = next(r for r in RPCS if r.operation == op)
     code, details = await call(
         rpc, target.admin.channel, rpc.request_class(**fields), metadata=target.admin.md, deadline=5
@@ -503,9 +505,7 @@ def field_values(f: FieldDescriptor, pool: list[str]) -> list[Any]:
     return [v for v in (lo, hi, -1, 0, 1, 2, 5, 99, 100, 2**31 - 1) if lo <= v <= hi]
 
 
-def one_field_changed(
-    desc: Descriptor, base: dict[str, Any], pool: list[str]
-) -> Iterator[tuple[str, dict[str, Any]]]:
+def one_field_changed(desc: Descriptor, base: dict[str, Any], pool: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path, request fields) for every field of ``desc`` set to every nasty value."""
     for f in desc.fields:
         if f.type == T.TYPE_MESSAGE:
@@ -537,21 +537,15 @@ async def test_oversized_request_is_resource_exhausted(pg_templates: PgTemplates
     try:
         admin = plane.admin
         await register(admin, manifest_text("echo"))
-        req = rs.SubmitRunRequest(
-            agent="echo", capability="echo", input_json='{"text": "' + "x" * (70 * 1024) + '"}'
-        )
+        req = rs.SubmitRunRequest(agent="echo", capability="echo", input_json='{"text": "' + "x" * (70 * 1024) + '"}')
         assert req.ByteSize() > 64 * 1024
         await expect_code(admin.runs.SubmitRun(req, metadata=admin.md), Code.RESOURCE_EXHAUSTED)
         await expect_code(admin.runs.SubmitRun(req), Code.RESOURCE_EXHAUSTED)  # before auth
         rpc = next(r for r in RPCS if r.operation == "RunService.GetRun")
-        code, _ = await call(
-            rpc, admin.channel, b"\x0a" + b"\xff" * 70_000, metadata=admin.md, raw=True
-        )
+        code, _ = await call(rpc, admin.channel, b"\x0a" + b"\xff" * 70_000, metadata=admin.md, raw=True)
         assert code == Code.RESOURCE_EXHAUSTED
         # Below the limit the same request is served normally.
-        ok = rs.SubmitRunRequest(
-            agent="echo", capability="echo", input_json='{"text": "' + "x" * 9000 + '"}'
-        )
+        ok = rs.SubmitRunRequest(agent="echo", capability="echo", input_json='{"text": "' + "x" * 9000 + '"}')
         assert (await admin.runs.SubmitRun(ok, metadata=admin.md)).run.id
         await assert_serving(plane)
     finally:
