@@ -1,4 +1,4 @@
-"""Sandbox benchmark, part 1: per-run overhead of the podman runtime.
+"""Sandbox benchmark: per-run overhead of the podman runtime, and end-to-end throughput.
 
 The same trivial agent (the ``ok`` capability of the misbehave fixture: read the input, write
 ``{"output": ...}``, exit 0) is started N times, one at a time, three ways:
@@ -11,6 +11,11 @@ The same trivial agent (the ``ok`` capability of the misbehave fixture: read the
   cgroup peak, ``podman rm``, cleanup), as the executor calls it.
 
 The image is built on the offline base if missing and is warm (cached) before measuring.
+
+Part 2 (throughput): runs submitted over gRPC to a control plane on PostgreSQL and executed
+by an executor with its slots saturated, timed from the first submit to the last SUCCEEDED;
+beside the floor measured in the same run: the same number of bare ``podman run`` commands
+at the same concurrency, with no Airlock at all.
 
     python bench/sandbox.py            # N=20
     python bench/sandbox.py -n 50
@@ -129,8 +134,78 @@ async def measure_overhead(n: int, image: str) -> dict[str, Any]:
     }
 
 
-# Part 2 (end-to-end throughput through the executor) is added separately; it gets its own
-# ``async def measure_throughput(...)`` and its own key in the JSON line.
+async def _bare_parallel(rt: PodmanRuntime, image: str, runs: int, slots: int) -> float:
+    """Floor: ``runs`` bare podman runs, ``slots`` at a time; returns runs/s."""
+    sem = asyncio.Semaphore(slots)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await asyncio.to_thread(_cli_once, rt, 20_000 + i, image)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(runs)))
+    return runs / (time.perf_counter() - t0)
+
+
+async def measure_throughput(runs: int, slots: int, image: str) -> dict[str, Any]:
+    """Part 2: gRPC submit -> QUEUED -> executor (podman) -> SUCCEEDED, slots saturated."""
+    import grpc
+
+    from airlock.v1 import admin_service_pb2 as adm
+    from airlock.v1 import admin_service_pb2_grpc as admg
+    from airlock.v1 import registry_service_pb2 as reg
+    from airlock.v1 import registry_service_pb2_grpc as regg
+    from airlock.v1 import run_service_pb2 as rs
+    from airlock.v1 import run_service_pb2_grpc as rsg
+    from bench._common import fresh_pg_database
+    from executor.settings import ExecutorSettings
+    from executor.worker import Executor
+    from server.app import ControlPlane
+    from server.settings import ServerSettings
+
+    rt = PodmanRuntime(executor_id="bench-e2e")
+    await rt.check()
+    floor = await _bare_parallel(rt, image, runs, slots)
+    manifest = (AGENT_DIR / "agent.yaml").read_text().replace("risk: critical", "risk: low")
+    with fresh_pg_database() as url:
+        cp = ControlPlane(ServerSettings(database_url=url, grpc_listen="127.0.0.1:0",  # type: ignore[arg-type]
+                                         migrate_on_start=False, http_enabled=False))
+        await cp.start()
+        ex = Executor(ExecutorSettings(database_url=url, slots=slots, heartbeat_seconds=1,  # type: ignore[arg-type]
+                                       poll_seconds=0.5), cp.store, rt)
+        await ex.start()
+        ch = grpc.aio.insecure_channel(cp.grpc_address)
+        try:
+            md = (("authorization", f"Bearer {cp.admin_token}"),)
+            await regg.RegistryServiceStub(ch).RegisterAgentVersion(
+                reg.RegisterAgentVersionRequest(manifest=manifest), metadata=md)
+            key = await admg.AdminServiceStub(ch).CreateApiKey(
+                adm.CreateApiKeyRequest(owner="bench", role=adm.ROLE_SUBMITTER), metadata=md)
+            smd = (("authorization", f"Bearer {key.token}"),)
+            stub = rsg.RunServiceStub(ch)
+            latencies: list[float] = []
+
+            async def one(i: int) -> None:
+                t = time.perf_counter()
+                sub = await stub.SubmitRun(rs.SubmitRunRequest(
+                    agent="misbehave", capability="ok", input_json=json.dumps({"i": i})), metadata=smd)
+                async for msg in stub.WatchRun(rs.WatchRunRequest(run_id=sub.run.id), metadata=smd):
+                    last = msg.event.state
+                if last != 4:  # RUN_STATE_SUCCEEDED
+                    raise RuntimeError(f"run {sub.run.id} ended in state {last}")
+                latencies.append(time.perf_counter() - t)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(runs)))
+            elapsed = time.perf_counter() - t0
+        finally:
+            await ch.close()
+            await ex.stop()
+            await cp.stop(grace=0)
+    ms = [x * 1000 for x in latencies]
+    return {"runs": runs, "slots": slots, "seconds": elapsed, "runs_per_s": runs / elapsed,
+            "bare_podman_runs_per_s": floor, "latency_p50_ms": percentile(ms, 50),
+            "latency_p99_ms": percentile(ms, 99)}
 
 
 def ensure_image(image: str | None) -> str:
@@ -144,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", type=int, default=20, help="runs per variant (20)")
     p.add_argument("--image", default=None, help="agent image with an 'ok' capability")
+    p.add_argument("--runs", type=int, default=60, help="runs for the throughput part (60)")
+    p.add_argument("--slots", type=int, default=4, help="executor slots for the throughput part (4)")
+    p.add_argument("--skip-throughput", action="store_true", help="only part 1")
     args = p.parse_args(argv)
     log("building/reusing the offline base and the misbehave image")
     image = ensure_image(args.image)
@@ -163,7 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {over['overhead_p99_ms']:.0f} ms; runtime vs bare podman CLI: "
         f"p50 {over['runtime_over_cli_p50_ms']:.0f} ms"
     )
-    emit_json({"bench": "sandbox", "image": image, "limits": LIMITS.as_dict(), "overhead": over})
+    doc: dict[str, Any] = {"bench": "sandbox", "image": image, "limits": LIMITS.as_dict(), "overhead": over,
+                           "targets": {"overhead_p50_le_100ms": over["overhead_p50_ms"] <= 100}}
+    if not args.skip_throughput:
+        log(f"throughput: {args.runs} runs through gRPC + executor ({args.slots} slots) on PostgreSQL")
+        tp = asyncio.run(measure_throughput(args.runs, args.slots, image))
+        print_table([["bare podman run, same concurrency", tp["bare_podman_runs_per_s"], "", ""],
+                     ["gRPC submit -> SUCCEEDED", tp["runs_per_s"], tp["latency_p50_ms"],
+                      tp["latency_p99_ms"]]],
+                    ["throughput", "runs/s", "p50 ms", "p99 ms"])
+        doc["throughput"] = tp
+        doc["targets"]["throughput_ge_10_runs_per_s"] = tp["runs_per_s"] >= 10
+    emit_json(doc)
     return 0
 
 

@@ -18,10 +18,10 @@ from server.telemetry import setup_telemetry
 log = logging.getLogger(__name__)
 
 
-async def open_store(url: str) -> tuple[Store, PgListener | None]:
+async def open_store(url: str, pool_size: int = 4) -> tuple[Store, PgListener | None]:
     """A store whose notifier hears other processes' commits (LISTEN on PostgreSQL)."""
     notifier = Notifier()
-    store = Store(make_engine(url=url, pool_size=5), notifier)
+    store = Store(make_engine(url=url, pool_size=pool_size), notifier)
     listener = None
     if store.dialect == "postgresql":
         listener = PgListener(sync_url(url), notifier)
@@ -34,7 +34,7 @@ async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # issue #4
     runtime = await resolve_runtime(settings.runtime, executor_id=settings.executor_id,
                                     work_root=settings.podman_work_root)
-    store, listener = await open_store(url)
+    store, listener = await open_store(url, settings.db_pool_size)
     ex = Executor(settings, store, runtime)
     try:
         await ex.start()

@@ -22,6 +22,7 @@ class ExecutorSettings(BaseSettings):
 
     database_url: SecretStr = Field(default=SecretStr("sqlite:///airlock-data/airlock.db"),
                                     description="the control plane's database")
+    db_pool_size: int = Field(default=4, ge=1, le=100, description="PostgreSQL connections at most")
     executor_id: str = Field(default_factory=_default_id, description="unique per process")
     runtime: str = Field(default="auto", pattern="^(auto|podman|dagger)$",
                          description="sandbox runtime: auto (dagger if reachable, else podman)")

@@ -40,6 +40,7 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     shutdown: bool = False  # cancelled because the executor is stopping (re-queue, not CANCELLED)
+    finishing: bool = False  # the outcome is being recorded: the lease is released on purpose
     leased_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock (traces)
 
 
@@ -247,7 +248,7 @@ class Executor:
                     held = set(await tx.extend_leases(self.id, list(self.active), now + self.lease))
                     await tx.executor_heartbeat(self.id, slots_in_use=len(self.active), now=now)
                 for run_id, a in list(self.active.items()):
-                    if run_id not in held and not a.cancel.is_set():
+                    if run_id not in held and not a.cancel.is_set() and not a.finishing:
                         # Someone else re-queued or failed it: stop our copy at once.
                         log.warning("run %s: lease lost; stopping the sandbox", run_id)
                         a.cancel.set()

@@ -73,7 +73,7 @@ class ControlPlane:
         if self.settings.migrate_on_start:
             await asyncio.to_thread(upgrade, self.url)
         notifier = Notifier()
-        self.store = Store(make_engine(url=self.url), notifier)
+        self.store = Store(make_engine(url=self.url, pool_size=self.settings.db_pool_size), notifier)
         self.services = build_services(self.store, self.settings, self.policy, clock=self.clock)
         self._listener: PgListener | None = None
         if self.store.dialect == "postgresql":

@@ -17,6 +17,8 @@ class ServerSettings(BaseSettings):
         default=SecretStr("sqlite:///airlock-data/airlock.db"),
         description="postgresql://user@host:5432/db or sqlite:///path/to/file.db",
     )
+    db_pool_size: int = Field(default=20, ge=1, le=500,
+                              description="PostgreSQL connections this process keeps at most")
     grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port of gRPC-Web and the UI")
     http_enabled: bool = Field(default=True, description="serve gRPC-Web and the UI on http_listen")

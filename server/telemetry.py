@@ -89,7 +89,7 @@ def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Cont
 # --- tracing -----------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_tracing_on = False
+_active_exporters = 0  # setup_tracing handles not shut down yet
 
 
 def tracer() -> Tracer:
@@ -98,8 +98,8 @@ def tracer() -> Tracer:
 
 
 def tracing_enabled() -> bool:
-    """True once :func:`setup_tracing` installed an exporter in this process."""
-    return _tracing_on
+    """True while an exporter installed by :func:`setup_tracing` is live in this process."""
+    return _active_exporters > 0
 
 
 @contextlib.contextmanager
@@ -140,9 +140,12 @@ class TelemetryHandle:
             self.reader.force_flush()
 
     def shutdown(self) -> None:
+        global _active_exporters
         if self.processor is not None:
             self.processor.shutdown()
             self.processor = None
+            with _lock:
+                _active_exporters -= 1
 
 
 def _otlp_url(endpoint: str, signal: str) -> str:
@@ -160,7 +163,7 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None, exporter:
     ``service_name``); later calls add their exporter to it (OpenTelemetry allows one global
     provider per process).
     """
-    global _tracing_on
+    global _active_exporters
     if exporter is None and not otlp_endpoint:
         return None
     from opentelemetry.sdk.resources import Resource
@@ -181,7 +184,7 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None, exporter:
             provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
             trace.set_tracer_provider(provider)
         provider.add_span_processor(processor)
-        _tracing_on = True
+        _active_exporters += 1
     log.info("tracing on: %s", f"OTLP/HTTP {otlp_endpoint}" if exporter is None else "exporter")
     return TelemetryHandle(processor=processor)
 

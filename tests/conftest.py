@@ -105,7 +105,7 @@ class Plane:
 
 
 async def start_plane(url: str, *, policy: Policy | None = None, **settings: object) -> Plane:
-    values: dict[str, object] = {"expiry_sweep_seconds": 0.2, "watch_poll_seconds": 0.5,
+    values: dict[str, object] = {"expiry_sweep_seconds": 0.2, "watch_poll_seconds": 0.5, "db_pool_size": 10,
                                  "http_listen": "127.0.0.1:0", **settings}
     s = ServerSettings(database_url=url, grpc_listen="127.0.0.1:0", migrate_on_start=False,
                        **values)  # type: ignore[arg-type]

@@ -30,18 +30,17 @@ def sync_url(url: str) -> str:
     return _with_driver(url, _SYNC_DRIVERS)
 
 
-def make_engine(*, url: str, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+def make_engine(*, url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """Create the async engine for ``url`` (``postgresql://…`` or ``sqlite:///path``).
 
-    PostgreSQL gets at most ``2 * pool_size`` connections (as ``pool_size`` plus as many
-    overflow did before), all kept once opened: overflow connections are closed whenever
-    they are returned to a full pool, so a burst above ``pool_size`` made many requests
-    open (and PostgreSQL fork) a new connection.
+    PostgreSQL gets at most ``pool_size`` connections, all kept once opened (no overflow:
+    overflow connections are closed whenever they return to a full pool, so bursts made
+    requests open, and PostgreSQL fork, new connections).
     """
     url = async_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("postgresql"):
-        kwargs.update(pool_size=2 * pool_size, max_overflow=0)
+        kwargs.update(pool_size=pool_size, max_overflow=0)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "postgresql":
         _ping_when_suspect(engine)

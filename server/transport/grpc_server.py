@@ -17,7 +17,6 @@ from airlock.v1 import (
     registry_service_pb2,
     run_service_pb2,
 )
-from server.domain.errors import AirlockError
 from server.services.admin import AdminService
 from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
@@ -102,7 +101,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             try:
                 principal = await authorize(self.admin, op, header)
-            except AirlockError as e:
+            except Exception as e:  # also a database failure: never let grpc send its text
                 code, msg = to_status(e)
                 await context.abort(code, msg)
             return set_principal(principal)

@@ -43,7 +43,6 @@ from airlock.v1 import (
     run_service_connect,
     run_service_pb2,
 )
-from server.domain.errors import AirlockError
 from server.domain.principal import Principal
 from server.services.admin import AdminService
 from server.settings import ServerSettings
@@ -117,7 +116,7 @@ class ConnectAuth:
         try:
             principal = await authorize(self.admin, operation,
                                         ctx.request_headers.get("authorization"))
-        except AirlockError as e:
+        except Exception as e:  # also a database failure: internals never leak
             raise connect_error(e) from None
         return set_principal(principal)
 

@@ -54,12 +54,17 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 def _parse(data: bytes) -> rs.SubmitRunRequest:
     try:
-        text = data.decode("utf-8")
-        return json_format.Parse(text, rs.SubmitRunRequest())
+        doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidArgument("request", "is not UTF-8") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument("request", f"not JSON ({str(e)[:200]})") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("request", "must be a JSON object (a SubmitRunRequest)")
+    try:
+        return json_format.ParseDict(doc, rs.SubmitRunRequest())
     except (json_format.ParseError, ValueError, RecursionError) as e:
-        problem = f"not a SubmitRunRequest in JSON: {str(e)[:300]}"
+        problem = f"not a SubmitRunRequest: {str(e)[:300]}"
         raise InvalidArgument("request", problem) from None
 
 

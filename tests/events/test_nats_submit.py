@@ -101,9 +101,12 @@ async def test_idempotency_as_on_grpc(world: World) -> None:
 
 CASES: list[tuple[str, bytes | dict[str, Any], str, str, str]] = [
     # (what, body, key, code, message fragment)
-    ("not JSON", b"{not json", "alice", "INVALID_ARGUMENT", "request: not a SubmitRunRequest"),
+    ("not JSON", b"{not json", "alice", "INVALID_ARGUMENT", "request: not JSON"),
+    ("not an object", b"[1]", "alice", "INVALID_ARGUMENT", "request: must be a JSON object"),
     ("not UTF-8", b"\xff\xfe", "alice", "INVALID_ARGUMENT", "request: is not UTF-8"),
-    ("unknown field", {**req(), "colour": "red"}, "alice", "INVALID_ARGUMENT", "colour"),
+    ("unknown field", {**req(), "colour": "red"}, "alice", "INVALID_ARGUMENT",
+     'request: not a SubmitRunRequest: Message type "airlock.v1.SubmitRunRequest" has no field '
+     'named "colour"'),
     ("wrong type", {**req(), "network": "yes"}, "alice", "INVALID_ARGUMENT", "network"),
     ("unknown agent", req(agent="nope"), "alice", "NOT_FOUND", "agent 'nope' not found"),
     ("bad input JSON", req(input_json="{"), "alice", "INVALID_ARGUMENT", "input_json:"),

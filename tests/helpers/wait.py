@@ -13,7 +13,7 @@ T = TypeVar("T")
 # A polling helper: ``timeout`` is its own deadline, not a cancellation scope.
 async def assert_eventually(
         probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *,
-        timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:  # noqa: ASYNC109
+        timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:

@@ -129,3 +129,24 @@ async def test_who_am_i_names_the_caller(matrix: Matrix) -> None:
     rpc = Rpc(stub, stub.methods_by_name["WhoAmI"])
     resp = await rpc.callable(matrix.channel)(adm.WhoAmIRequest(), metadata=md)
     assert resp.key.owner == "who-approver" and resp.key.role == adm.ROLE_APPROVER
+
+
+async def test_database_failure_leaks_nothing(pg_templates: PgTemplates) -> None:
+    """With the database gone, authentication and handlers fail without internals in the text."""
+    url = pg_templates.fresh()
+    plane = await start_plane(url)
+    try:
+        admin = plane.admin
+        await admin.admin.WhoAmI(adm.WhoAmIRequest(), metadata=admin.md)  # admin key now cached
+        fresh = await plane.key("late", "viewer")  # never used: not in the auth cache
+        pg_templates.drop(url)  # terminates the plane's connections, then the database is gone
+        stub = adm.DESCRIPTOR.services_by_name["AdminService"]
+        for client, method in ((fresh, "WhoAmI"), (admin, "ListApiKeys")):
+            rpc = Rpc(stub, stub.methods_by_name[method])
+            code, details = await call(rpc, client.channel, rpc.request_class(), metadata=client.md, deadline=10)
+            assert code in (Code.INTERNAL, Code.UNAVAILABLE), (method, code, details)
+            for leak in ("psycopg", "sqlalchemy", "OperationalError", "5432", url.rpartition("/")[2]):
+                assert leak not in details, (method, details)
+    finally:
+        await plane.close()
+        pg_templates.drop(url)

@@ -294,9 +294,17 @@ async def test_screens_bundle_size_and_first_load(tab: Tab, pg_plane: Plane) -> 
         marks.append(await tab.page.evaluate(
             "performance.getEntriesByName('airlock:approvals-ready')[0].startTime"))
 
-    await tab.page.goto(f"{tab.base}/runs?agent=risky")
+    await tab.page.goto(f"{tab.base}/runs")
+    await tab.page.fill("#f-agent", "risky")
+    await tab.page.select_option("#f-state", "PENDING_APPROVAL")
+    await tab.page.click("form.filters button[type=submit]")
+    await tab.page.wait_for_url("**/runs?agent=risky&state=PENDING_APPROVAL")
     await tab.page.wait_for_selector("table.grid")
+    assert await tab.page.locator("table.grid tbody tr").count() == 3
     await tab.shot("10-runs")
+    await tab.page.select_option("#f-state", "SUCCEEDED")
+    await tab.page.click("form.filters button[type=submit]")
+    await tab.page.wait_for_selector("text=No runs match.")
     await tab.page.goto(f"{tab.base}/agents")
     await tab.page.wait_for_selector("table.grid .risk")
     await tab.shot("11-agents")
