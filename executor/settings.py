@@ -26,6 +26,9 @@ class ExecutorSettings(BaseSettings):
     executor_id: str = Field(default_factory=_default_id, description="unique per process")
     runtime: str = Field(default="auto", pattern="^(auto|podman|dagger)$",
                          description="sandbox runtime: auto (dagger if reachable, else podman)")
+    engine_has_egress: bool = Field(
+        default=False, description="dagger runtime only: the engine can reach the internet, so this "
+        "executor takes only runs granted network egress (and an engine without takes none of them)")
     slots: int = Field(default=2, ge=1, le=256, description="runs executed at once")
     lease_seconds: float = Field(default=15.0, ge=1, description="lease length; renewed by heartbeats")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="lease renewal interval")

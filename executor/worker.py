@@ -139,7 +139,7 @@ class Executor:
         started = datetime.now(UTC)
         out = []
         async with self.store.transaction() as tx:
-            for run in await tx.claim_queued(limit):
+            for run in await tx.claim_queued(limit, network=getattr(self.runtime, "network_pool", None)):
                 out.append(await tx.transition(
                     run, RunState.RUNNING, reason=f"running on {self.id} (attempt {run.attempt + 1})",
                     actor=self.id, now=now, attempt=run.attempt + 1, lease_owner=self.id,

@@ -130,22 +130,28 @@ def record_span(name: str, *, parent: str, start: datetime, end: datetime,
 class TelemetryHandle:
     """What a ``setup_*`` call installed; ``shutdown()`` flushes and stops it (idempotent)."""
 
-    processor: Any = None
-    reader: Any = None
+    processor: Any = None  # tracing: the span processor added to the provider
+    meter_provider: Any = None  # metrics: the provider behind metrics_api()
 
     def force_flush(self) -> None:
         if self.processor is not None:
             self.processor.force_flush()
-        if self.reader is not None and hasattr(self.reader, "force_flush"):
-            self.reader.force_flush()
+        if self.meter_provider is not None:
+            self.meter_provider.force_flush()
 
     def shutdown(self) -> None:
-        global _active_exporters
+        global _active_exporters, _metrics, _metrics_on
         if self.processor is not None:
             self.processor.shutdown()
             self.processor = None
             with _lock:
                 _active_exporters -= 1
+        if self.meter_provider is not None:
+            with _lock:
+                if _metrics.provider is self.meter_provider:
+                    _metrics, _metrics_on = Metrics(metrics.NoOpMeterProvider()), False
+            self.meter_provider.shutdown()
+            self.meter_provider = None
 
 
 def _otlp_url(endpoint: str, signal: str) -> str:
@@ -209,6 +215,7 @@ class Metrics:
     """Airlock's instruments, created from one meter provider."""
 
     def __init__(self, provider: metrics.MeterProvider) -> None:
+        self.provider = provider
         meter = provider.get_meter(INSTRUMENTATION)
         self._gauges: dict[str, int] = {}
         self.runs_finished = meter.create_counter(
@@ -291,7 +298,7 @@ def setup_metrics(service_name: str, otlp_endpoint: str | None = None, reader: A
     with _lock:
         _metrics = Metrics(provider)
         _metrics_on = True
-    return TelemetryHandle(reader=reader)
+    return TelemetryHandle(meter_provider=provider)
 
 
 def approval_closed(*, run_id: str, traceparent: str, opened: datetime, closed: datetime,

@@ -90,6 +90,10 @@ class SandboxRuntime(Protocol):
     """One sandbox technology (podman, dagger, ...)."""
 
     name: str
+    # Which runs this runtime may take: None = any (network chosen per run, as podman does);
+    # True = only runs granted egress; False = only runs without (a Dagger engine's network
+    # is fixed by where the engine runs).
+    network_pool: bool | None
 
     async def check(self) -> None:
         """Raise ``RuntimeUnavailable`` with a clear reason if sandboxes cannot run here."""

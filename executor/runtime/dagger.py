@@ -181,6 +181,8 @@ class DaggerRuntime:
         ``backstop_grace_seconds`` is added to the run's timeout (and the wrapper's kill grace)
         for the client-side backstop; ``connect`` replaces ``dagger.Connection`` (tests)."""
         self.engine_has_egress = engine_has_egress
+        # The engine's network is fixed: this executor takes only the runs it can honour.
+        self.network_pool: bool | None = engine_has_egress
         self.start_timeout_seconds = start_timeout_seconds
         self.backstop_grace_seconds = backstop_grace_seconds
         self.kill_grace_seconds = kill_grace_seconds

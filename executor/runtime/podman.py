@@ -138,6 +138,7 @@ class PodmanRuntime:
     """Runs each attempt with real podman (runc, cgroupfs) as uid 65534 under hard limits."""
 
     name = "podman"
+    network_pool: bool | None = None  # network is chosen per run (--network=none|bridge)
 
     def __init__(
         self,

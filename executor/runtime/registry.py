@@ -18,10 +18,9 @@ log = logging.getLogger(__name__)
 RUNTIME_NAMES = ("auto", "dagger", "podman")
 
 
-def _accepted(cls: type, opts: dict[str, Any], *, strict: bool) -> dict[str, Any]:
-    """``auto`` may carry options for either runtime: give each only what it accepts."""
-    if strict:
-        return opts
+def _accepted(cls: type, opts: dict[str, Any]) -> dict[str, Any]:
+    """Options may be meant for either runtime (the executor passes one set for both):
+    give each only what its constructor accepts."""
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return opts
@@ -50,16 +49,16 @@ async def _dagger(opts: dict[str, Any], *, require: bool) -> SandboxRuntime | No
     # Explicitly configured: DaggerRuntime.check() opens a real session, which also covers
     # runners a quick probe cannot see (docker-container://, ...).
     runtime: SandboxRuntime = mod.DaggerRuntime(
-        **_accepted(mod.DaggerRuntime, opts, strict=require)
+        **_accepted(mod.DaggerRuntime, opts)
     )
     await runtime.check()
     return runtime
 
 
-async def _podman(opts: dict[str, Any], *, strict: bool) -> SandboxRuntime:
+async def _podman(opts: dict[str, Any]) -> SandboxRuntime:
     from executor.runtime.podman import PodmanRuntime
 
-    runtime = PodmanRuntime(**_accepted(PodmanRuntime, opts, strict=strict))
+    runtime = PodmanRuntime(**_accepted(PodmanRuntime, opts))
     await runtime.check()
     return runtime
 
@@ -77,7 +76,7 @@ async def resolve_runtime(name: str, **opts: Any) -> SandboxRuntime:
         assert runtime is not None
         return runtime
     if name == "podman":
-        return await _podman(opts, strict=True)
+        return await _podman(opts)
     reasons = []
     try:
         dagger = await _dagger(opts, require=False)
@@ -89,7 +88,7 @@ async def resolve_runtime(name: str, **opts: Any) -> SandboxRuntime:
     if not reasons:
         reasons.append("dagger: no engine reachable")
     try:
-        return await _podman(opts, strict=False)
+        return await _podman(opts)
     except RuntimeUnavailable as e:
         reasons.append(str(e))
     raise RuntimeUnavailable("no sandbox runtime usable: " + "; ".join(reasons))

@@ -525,10 +525,15 @@ class Tx:
         rows = await self.conn.execute(select(t.executors).order_by(t.executors.c.id))
         return [_executor(r) for r in rows]
 
-    async def claim_queued(self, limit: int) -> list[Run]:
-        """Lock up to ``limit`` queued runs, oldest first, skipping rows others hold."""
+    async def claim_queued(self, limit: int, *, network: bool | None = None) -> list[Run]:
+        """Lock up to ``limit`` queued runs, oldest first, skipping rows others hold.
+
+        ``network``: None takes any run; True only runs granted egress; False only others.
+        """
         q = (select(*_RUN_COLS).where(t.runs.c.state == RunState.QUEUED.value)
              .order_by(t.runs.c.id).limit(limit))
+        if network is not None:
+            q = q.where(t.runs.c.network.is_(network))
         if self._pg:
             q = q.with_for_update(skip_locked=True)
         return [_run(r) for r in await self.conn.execute(q)]

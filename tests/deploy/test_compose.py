@@ -178,14 +178,17 @@ def test_executors_use_dagger_through_the_socket(services: dict[str, dict[str, A
 
 
 def test_egress_pool_is_honoured_by_the_executor() -> None:
-    """The egress pool needs ExecutorSettings.engine_has_egress passed to DaggerRuntime (and
-    leasing by it). Until then the profile must not be used: see docs/deployment.md#egress."""
+    """An executor on an engine with egress takes only network-granted runs, and one on an
+    internal-only engine takes none of them (the engine's network is fixed; podman's is not)."""
+    from executor.runtime.dagger import DaggerRuntime
+    from executor.runtime.podman import PodmanRuntime
     from executor.settings import ExecutorSettings
 
-    if "engine_has_egress" not in ExecutorSettings.model_fields:
-        pytest.xfail("ExecutorSettings has no engine_has_egress yet (AIRLOCK_ENGINE_HAS_EGRESS)")
-    main = (REPO / "executor" / "main.py").read_text()
-    assert "engine_has_egress" in main
+    assert ExecutorSettings(engine_has_egress=True).engine_has_egress is True
+    assert DaggerRuntime(engine_has_egress=True).network_pool is True
+    assert DaggerRuntime(engine_has_egress=False).network_pool is False
+    assert PodmanRuntime.network_pool is None
+    # leasing honours it: tests/executor/test_network_pool.py claims from a real database
 
 
 def test_control_plane_and_migrations(services: dict[str, dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -114,6 +115,47 @@ def test_module_functions(main: Any) -> None:
     default_paths = [str(m) for m in getattr(source, "__metadata__", ())
                      if type(m).__name__ == "DefaultPath"]
     assert default_paths == ["/"]  # the repository (the module's context directory)
+
+
+_REGISTER = """
+import asyncio, json, sys
+sys.path[:0] = [{src!r}, {repo!r}]
+import dagger, graphql
+from dagger.client._core import Context
+from tests.helpers.dagger_schema import (
+    FakeDaggerSchemaConnection, FakeDaggerSchemaSession, field_args, load_schema)
+import airlock_ci
+
+session = FakeDaggerSchemaSession(load_schema())  # validates every request
+dagger.dag._ctx = Context(conn=FakeDaggerSchemaConnection(session))
+asyncio.run(airlock_ci.AirlockCi.__dagger_module__._typedefs())
+functions = {{}}
+for doc in session.requests:
+    for f in field_args(doc, "function"):
+        functions[f["name"]] = [a for a in field_args(doc, "withArg")]
+print(json.dumps(functions))
+"""
+
+
+def test_module_registers_valid_type_definitions(schema: graphql.GraphQLSchema) -> None:
+    """What the engine is told about the module (``dagger functions``), rendered by the SDK's
+    own registration code and validated against the engine schema."""
+    code = _REGISTER.format(src=str(MODULE_SRC), repo=str(REPO))
+    env = {**os.environ, "DAGGER_MAIN_OBJECT": "AirlockCi",
+           "DAGGER_DEFAULT_PYTHON_PACKAGE": "airlock_ci"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr
+    functions = json.loads(r.stdout)
+    args = {name: [a["name"] for a in fn] for name, fn in functions.items() if name}
+    assert args == {
+        "build_agent": ["source", "base_image"],
+        "run_agent": ["source", "capability", "input", "base_image"],
+        "test": ["source", "pytest_args"],
+    }
+    (source,) = [a for a in functions["test"] if a["name"] == "source"]
+    assert source["defaultPath"] == "/"
+    assert ".git" in source["ignore"] and "dagger/sdk" in source["ignore"]
 
 
 # --- shared code -----------------------------------------------------------------------------

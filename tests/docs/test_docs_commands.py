@@ -16,8 +16,7 @@ the rest is sample output). The block's first line is a marker comment:
     ``# (needs Docker)``, ``# (needs a Dagger engine)``, ``# (needs podman)``,
     ``# (needs a running control plane)``.
 
-A block without a marker fails this test (a doc that has no marker at all is reported as an
-expected failure instead, until it adopts the convention). Independently of the marker, every
+A block without a marker fails this test. Independently of the marker, every
 ``airlock …`` command in a block is parsed by the real CLI parser (``server.cli.build_parser``):
 a subcommand, option or choice the CLI does not have fails, unless it is listed in ``PENDING``
 (commands announced but not written yet: an expected failure that names who adds them).
@@ -120,9 +119,6 @@ def test_the_docs_have_commands() -> None:
 def test_every_shell_block_is_marked(doc: Path) -> None:
     blocks = blocks_of(doc)
     unmarked = [b.id for b in blocks if b.marker is None]
-    if unmarked and len(unmarked) == len(blocks):
-        pytest.xfail(f"docs/{doc.name} does not follow the convention yet (see this test's "
-                     f"docstring): unmarked shell blocks at {', '.join(unmarked)}")
     assert unmarked == [], (f"shell blocks without `# test: run` or `# (needs …)`: {unmarked}"
                             " (see the docstring of tests/docs/test_docs_commands.py)")
 

@@ -15,6 +15,7 @@ import nats
 import pytest
 from google.protobuf import json_format
 
+from airlock.v1 import run_pb2 as rp
 from airlock.v1 import run_service_pb2 as rs
 from server.store import Store
 from tests.conftest import Plane, start_plane
@@ -152,3 +153,25 @@ async def test_concurrent_requests_are_served(world: World) -> None:
                                      for i in range(30)))
     ids = {body["run"]["id"] for body, _ in replies}
     assert len(ids) == 30
+
+
+async def test_control_plane_serves_and_watches_with_nats_down(pg_url: str) -> None:
+    """NATS unreachable: the plane starts, gRPC submission works, WatchRun streams from the
+    database to the terminal event (and resumes from a sequence)."""
+    from tests.events.conftest import free_port
+    from tests.helpers.api import cancel, submit
+
+    plane = await start_plane(pg_url, nats_url=f"nats://127.0.0.1:{free_port()}")
+    try:
+        _, alice = await echo_world(plane)
+        assert plane.cp.nats_submit is not None and not plane.cp.nats_submit.ready.is_set()
+        run = (await submit(alice)).run
+        await cancel(alice, run.id, "done")
+        call = alice.runs.WatchRun(rs.WatchRunRequest(run_id=run.id), metadata=alice.md,
+                                   timeout=10)
+        assert [m.event.sequence async for m in call] == [1, 2]
+        call = alice.runs.WatchRun(rs.WatchRunRequest(run_id=run.id, from_sequence=2),
+                                   metadata=alice.md, timeout=10)
+        assert [m.event.state for m in [m async for m in call]] == [rp.RUN_STATE_CANCELLED]
+    finally:
+        await plane.close()

@@ -187,3 +187,35 @@ async def _store(url: str) -> tuple[Store, None]:
     from server.store import make_engine
 
     return Store(make_engine(url=url, pool_size=2)), None
+
+
+async def test_stream_deleted_under_the_relay_is_recreated(pg_plane: Plane, nats_url: str,
+                                                           names: Names) -> None:
+    _, alice = await echo_world(pg_plane)
+    async with running_relay(relay_settings(pg_plane.url, nats_url, names)) as rr:
+        await cancel(alice, (await submit(alice)).run.id)
+        await assert_eventually(lambda: unpublished(rr.store), lambda n: n == 0, timeout=20)
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(names.stream)  # e.g. NATS lost its store
+        finally:
+            await nc.close()
+        await cancel(alice, (await submit(alice)).run.id)
+        await assert_eventually(lambda: unpublished(rr.store), lambda n: n == 0, timeout=20)
+    got = await fetch_all(nats_url, names, 2)
+    assert [m.payload.sequence for m in got] == [1, 2]  # the events after the loss
+
+
+def test_bad_setting_stops_the_relay_naming_it() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "AIRLOCK_NATS_URL": "http://nats:4222", "AIRLOCK_RELAY_BATCH_SIZE": "0"}
+    proc = subprocess.run([sys.executable, "-m", "executor.relay"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "AIRLOCK_NATS_URL: must be nats://host:port" in proc.stdout
+    assert "AIRLOCK_RELAY_BATCH_SIZE:" in proc.stdout

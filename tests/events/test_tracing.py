@@ -47,7 +47,8 @@ async def test_one_trace_per_run(exporter: InMemorySpanExporter, pg_url: str, na
                                  names: Names, podman_runtime: PodmanRuntime,  # noqa: F811
                                  misbehave_image: str) -> None:  # noqa: F811
     reader = InMemoryMetricReader()
-    setup_metrics("airlock-test", reader=reader)
+    metrics_handle = setup_metrics("airlock-test", reader=reader)
+    assert metrics_handle is not None
     plane = await start_plane(pg_url)  # tracing is on: the RPC interceptor is installed
     try:
         admin = plane.admin
@@ -139,3 +140,4 @@ async def test_one_trace_per_run(exporter: InMemorySpanExporter, pg_url: str, na
     outcomes = {dict(p.attributes or {}).get("outcome"): p.value
                 for p in names_seen["airlock.runs.finished"].data.data_points}
     assert outcomes.get("SUCCEEDED", 0) >= 1
+    metrics_handle.shutdown()
