@@ -204,3 +204,22 @@ async def test_relay_killed_mid_batch_loses_nothing(pg_plane: Plane, own_nats: N
     assert len(got) == len(expected) + repeats
     print(f"\nkill -9: {mid_batch_kills} kill(s) between ack and mark; {len(got)} delivered for "
           f"{len(expected)} events, {repeats} repeats (JetStream dropped the rest by msg id)")
+
+
+async def test_relay_started_before_nats(pg_plane: Plane, tmp_path: Path) -> None:
+    names = Names()
+    _, alice = await echo_world(pg_plane)
+    store = pg_plane.cp.store
+    server = NatsServer(tmp_path / "late")
+    server.store_dir.mkdir()
+    async with running_relay(relay_settings(pg_plane.url, server.url, names)):
+        await churn(alice, 10, "early")
+        await asyncio.sleep(1.0)  # the relay keeps trying to connect meanwhile
+        assert await unpublished(store) == 20
+        server.start()
+        try:
+            await assert_eventually(lambda: unpublished(store), lambda n: n == 0, timeout=30)
+            got = await fetch_all(server.url, names, 20)
+        finally:
+            server.stop()
+    assert check_complete(got, await event_ids(store)) == 0

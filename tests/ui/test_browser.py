@@ -23,9 +23,12 @@ from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
 from airlock.v1.run_pb2 import RunState
+from executor.runtime.podman import PodmanRuntime
 from server.domain.models import ExecutorInfo
 from server.transport.grpcweb import WEBUI_DIR
 from tests.conftest import Plane, manifest_text
+from tests.e2e.conftest import SAMPLES, running_executor
+from tests.e2e.conftest import register as register_sample
 from tests.helpers.client import Client
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,7 +39,6 @@ INJECTION = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 # What an approved run becomes. QUEUED while no executor runs in these tests; once one does,
 # pass "SUCCEEDED" (the helper waits for any state and the run page shows it live).
-FINAL_STATE_AFTER_APPROVAL = "QUEUED"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -130,12 +132,20 @@ async def expect_run_page_state(tab: Tab, run_id: str, state: str,
     await tab.page.wait_for_selector(f'#timeline li[data-state="{state}"]', timeout=timeout_ms)
 
 
-@pytest.mark.parametrize("final_state", [FINAL_STATE_AFTER_APPROVAL])
-async def test_approver_sees_new_run_live_and_approves(tab: Tab, pg_plane: Plane,
-                                                       final_state: str) -> None:
-    await register_risky(pg_plane)
+@pytest.mark.podman
+async def test_approver_sees_new_run_live_approves_and_it_succeeds(
+        tab: Tab, pg_plane: Plane, podman_runtime: PodmanRuntime, sample_images: dict[str, str]) -> None:
+    """A real agent (text-transform, declared high risk here) runs in podman after approval."""
+    await register_sample(pg_plane.admin, SAMPLES / "text-transform", **{"risk: low": "risk: high"})
     alice = await pg_plane.key("alice", "submitter")
     bob = await pg_plane.key("bob", "approver")
+
+    async def submit(client: Client, text: str) -> rs.Run:
+        resp = await client.runs.SubmitRun(rs.SubmitRunRequest(
+            agent="text-transform", capability="uppercase", input_json=json.dumps({"text": text})),
+            metadata=client.md)
+        assert resp.run.state == RunState.RUN_STATE_PENDING_APPROVAL
+        return resp.run
 
     await tab.page.goto(tab.base + "/")
     await tab.page.wait_for_selector("#api-key")
@@ -169,9 +179,11 @@ async def test_approver_sees_new_run_live_and_approves(tab: Tab, pg_plane: Plane
     await closed.wait_for()
     assert "APPROVED" in await closed.inner_text()
     await tab.shot("04-approved")
-    assert await run_state(pg_plane, first.id) == FINAL_STATE_AFTER_APPROVAL
+    assert await run_state(pg_plane, first.id) in {"QUEUED", "RUNNING", "SUCCEEDED"}
 
-    await expect_run_page_state(tab, first.id, final_state)
+    async with running_executor(pg_plane.url, podman_runtime):
+        await expect_run_page_state(tab, first.id, "SUCCEEDED")
+        await tab.page.wait_for_selector("text=FIRST", timeout=30_000)  # the agent's output
     assert "looks fine" in await tab.page.locator("#s-approval").locator("..").inner_text()
     await tab.shot("05-run")
     tab.check_clean()
