@@ -244,10 +244,12 @@ class Executor:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             try:
                 now = self.clock()
+                # Judge only the runs we asked to renew: one claimed meanwhile is not "lost".
+                renewing = dict(self.active)
                 async with self.store.transaction() as tx:
-                    held = set(await tx.extend_leases(self.id, list(self.active), now + self.lease))
+                    held = set(await tx.extend_leases(self.id, list(renewing), now + self.lease))
                     await tx.executor_heartbeat(self.id, slots_in_use=len(self.active), now=now)
-                for run_id, a in list(self.active.items()):
+                for run_id, a in renewing.items():
                     if run_id not in held and not a.cancel.is_set() and not a.finishing:
                         # Someone else re-queued or failed it: stop our copy at once.
                         log.warning("run %s: lease lost; stopping the sandbox", run_id)
