@@ -66,8 +66,10 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 def main() -> int:
     """Entry for ``python -m executor.main`` (the CLI's ``airlock executor`` calls the same)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from server.logs import setup_logging
+
     settings = ExecutorSettings()
+    setup_logging(settings.log_level, settings.log_format)
 
     async def go() -> None:
         stop = asyncio.Event()

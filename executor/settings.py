@@ -37,6 +37,10 @@ class ExecutorSettings(BaseSettings):
     secrets_dir: Path | None = Field(default=None, description="one file per secret, named after it")
     secrets_env_prefix: str = Field(default="AIRLOCK_SECRET_",
                                     description="or environment variables <prefix><NAME>")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+                           description="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="json: one object per line with run_id and trace_id; or text")
     podman_work_root: Path = Field(default=Path("/run/airlock"),
                                    description="per-run scratch directories (podman runtime)")
     otlp_endpoint: str | None = Field(default=None,

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 import os
 import re
 import signal
@@ -404,8 +403,9 @@ async def cmd_serve(ns: argparse.Namespace) -> int:
     from server.settings import ServerSettings
 
     settings = load_settings(ServerSettings)
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     from server.app import ControlPlane
 
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +20,9 @@ async def cmd_executor(ns: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("slots", ns.slots), ("runtime", ns.runtime)) if v is not None}
     settings = load_settings(ExecutorSettings, **overrides)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     try:
@@ -54,9 +54,9 @@ async def cmd_dev(ns: argparse.Namespace) -> int:
     from executor.runtime.base import RuntimeUnavailable
     from server.cli import EXIT_CONFIG, ConfigError
     from server.dev import dev_settings, run_dev
+    from server.logs import setup_logging
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("WARNING", "text")  # a person is reading this terminal
     data_dir = Path(ns.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, at start-up)
     try:

@@ -41,6 +41,8 @@ class ServerSettings(BaseSettings):
         default=None, description="where the first admin key is written (0600) at first start")
     migrate_on_start: bool = Field(default=True, description="apply migrations at start-up")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="json: one object per line with run_id and trace_id; or text")
     otlp_endpoint: str | None = Field(default=None,
                                       description="OTLP/HTTP endpoint for traces and metrics")
     nats_url: SecretStr | None = Field(
