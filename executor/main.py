@@ -37,10 +37,18 @@ async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
                                     engine_has_egress=settings.engine_has_egress)
     store, listener = await open_store(url, settings.db_pool_size)
     ex = Executor(settings, store, runtime)
+    relay: asyncio.Task[None] | None = None
     try:
         await ex.start()
+        if settings.relay_events:
+            from executor.relay import RelaySettings, run_relay
+
+            relay = asyncio.create_task(run_relay(RelaySettings(database_url=url), stop),  # type: ignore[arg-type]
+                                        name="relay")
         await stop.wait()
     finally:
+        if relay is not None:
+            await relay  # it stops on the same event, after the batch in flight
         await ex.stop()
         if listener:
             await listener.stop()

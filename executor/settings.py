@@ -29,6 +29,8 @@ class ExecutorSettings(BaseSettings):
     engine_has_egress: bool = Field(
         default=False, description="dagger runtime only: the engine can reach the internet, so this "
         "executor takes only runs granted network egress (and an engine without takes none of them)")
+    relay_events: bool = Field(default=False, description="also run the NATS event relay in this "
+                               "process (AIRLOCK_NATS_* settings; see docs/events.md)")
     slots: int = Field(default=2, ge=1, le=256, description="runs executed at once")
     lease_seconds: float = Field(default=15.0, ge=1, description="lease length; renewed by heartbeats")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="lease renewal interval")

@@ -26,6 +26,7 @@ from executor.secrets import MissingSecret, SecretSource
 from executor.settings import ExecutorSettings
 from server.domain.models import ExecutorInfo, Run
 from server.domain.states import RunState
+from server.logs import run_context
 from server.services.clock import Clock, utcnow
 from server.store import Store
 from server.store.notify import RUN_EVENTS, RUNS_QUEUED
@@ -158,7 +159,7 @@ class Executor:
     async def _execute(self, a: _Active) -> None:
         """One attempt, as the span "airlock.run.execute" in the run's trace (issue #4)."""
         run = a.run
-        with span("airlock.run.execute", parent=run.traceparent or None, attributes={
+        with run_context(run.id), span("airlock.run.execute", parent=run.traceparent or None, attributes={
                 "airlock.run_id": run.id, "airlock.agent": f"{run.agent}@{run.version}",
                 "airlock.capability": run.capability, "airlock.attempt": run.attempt,
                 "airlock.executor": self.id}):

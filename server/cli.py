@@ -1154,12 +1154,13 @@ def _register_base_image(cli: Commands) -> None:
 # One registrar per top-level command, in the order `airlock --help` lists them.
 # To add a command: write `def _register_x(cli: Commands) -> None` (cli.add / cli.group) and
 # list it here.
-from server.cli_processes import register_dev, register_executor  # noqa: E402
+from server.cli_processes import register_dev, register_executor, register_relay  # noqa: E402
 
 REGISTRARS: list[Callable[[Commands], None]] = [
     _register_serve,
     register_executor,
     register_dev,
+    register_relay,
     _register_migrate,
     _register_keys,
     _register_whoami,

@@ -84,3 +84,30 @@ def register_dev(cli: Commands) -> None:
         ),
     )
     p.add_argument("--data-dir", default="airlock-data", help="where the database and token live")
+
+
+async def cmd_relay(ns: argparse.Namespace) -> int:
+    from executor.main import install_signal_handlers
+    from executor.relay import RelaySettings, run_relay
+    from server.cli import load_settings
+    from server.logs import setup_logging
+
+    settings = load_settings(RelaySettings)
+    setup_logging(settings.log_level, "json")
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await run_relay(settings, stop)
+    return 0
+
+
+def register_relay(cli: Commands) -> None:
+    cli.add(
+        "relay", cmd_relay, help="publish run events from the database outbox to NATS JetStream",
+        description=(
+            "Publish run_events rows to the JetStream stream AIRLOCK_NATS_STREAM (created or\n"
+            "checked at start) on subjects <AIRLOCK_NATS_SUBJECT_PREFIX>.<agent>.<state>, with\n"
+            "Nats-Msg-Id = the event id; rows are marked published only after JetStream's ack.\n"
+            "Wakes on LISTEN/NOTIFY (PostgreSQL), survives NATS outages and restarts. Several\n"
+            "relays may run against one PostgreSQL database. See docs/events.md."
+        ),
+    )

@@ -231,14 +231,9 @@ def test_containerfile() -> None:
     assert "COPY migrations/ migrations/" in text
 
 
-# `airlock` subcommands the compose file uses before the CLI has them: name -> who adds it.
-PENDING_CLI = {"relay": "the lead adds `airlock relay` (python -m executor.relay exists)"}
-
-
 def test_compose_commands_exist_in_the_cli(services: dict[str, dict[str, Any]]) -> None:
     from server.cli import build_parser
 
-    pending = []
     for name, svc in services.items():
         if svc.get("image") != "airlock:local":
             continue
@@ -247,10 +242,5 @@ def test_compose_commands_exist_in_the_cli(services: dict[str, dict[str, Any]]) 
             try:
                 ns = build_parser().parse_args(argv)
             except SystemExit:
-                if argv[0] in PENDING_CLI:
-                    pending.append(f"{name}: {PENDING_CLI[argv[0]]}")
-                    continue
                 raise AssertionError(f"{name}: `airlock {' '.join(argv)}`: {err.getvalue()}") from None
         assert ns.handler is not None, name
-    if pending:
-        pytest.xfail("; ".join(pending))
