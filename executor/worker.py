@@ -207,6 +207,7 @@ class Executor:
 
     async def _finish(self, a: _Active, outcome: Outcome) -> None:
         """Record the outcome, as the span "airlock.run.complete" (issue #4)."""
+        a.finishing = True  # from here the lease is released on purpose: not "lost"
         with span("airlock.run.complete", attributes={"airlock.run_id": a.run.id,
                                                       "airlock.outcome": outcome.state}):
             await self._record(a, outcome)

@@ -86,3 +86,20 @@ async def test_cancel_running_run_stops_container_quickly(
         stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert out.strip() == b"", "container left behind"
+
+
+async def test_fast_heartbeats_never_mistake_claims_or_completions_for_lost_leases(
+    pg_plane: Plane, podman_runtime: PodmanRuntime, e2e_ready: object,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Heartbeats racing with claims and with outcome recording must not cancel anything."""
+    await register(pg_plane.admin, SAMPLES / "text-transform")
+    alice = await pg_plane.key("alice", "submitter")
+    caplog.set_level("WARNING", logger="executor.worker")
+    async with running_executor(pg_plane.url, podman_runtime, slots=3, heartbeat_seconds=0.02):
+        subs = await asyncio.gather(*(alice.runs.SubmitRun(rs.SubmitRunRequest(
+            agent="text-transform", capability="reverse", input_json=f'{{"text": "r{i}"}}'),
+            metadata=alice.md) for i in range(12)))
+        finals = [await wait_terminal(alice, s.run.id) for s in subs]
+    assert [state_name(events[-1].state) for events in finals] == ["SUCCEEDED"] * 12
+    assert "lease lost" not in caplog.text
