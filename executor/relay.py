@@ -128,8 +128,10 @@ class _Backoff:
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a concurrent cancellation.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 class Relay:

@@ -100,9 +100,10 @@ class Executor:
                 await asyncio.wait(pending, timeout=10)
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # Bounded: a background loop that failed to stop must not hang the shutdown.
+        _, stuck = await asyncio.wait(self._tasks, timeout=5)
+        for t in stuck:
+            log.error("executor task %s did not stop on cancellation", t.get_name())
         with contextlib.suppress(Exception):
             async with self.store.transaction() as tx:
                 await tx.executor_heartbeat(self.id, slots_in_use=0, now=self.clock(), stopped=True)

@@ -401,7 +401,8 @@ class PodmanRuntime:
             # Fails with "no such container" while podman is still creating it: retry.
             await self._podman("kill", "--signal", "KILL", spec.sandbox_name, time_limit=2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 0.15)
+                async with asyncio.timeout(0.15):  # not wait_for: keeps cancellations (3.11)
+                    await proc.wait()
             if proc.returncode is None and time.monotonic() > deadline:
                 await self._podman("rm", "-f", "-t", "0", spec.sandbox_name, time_limit=5)
                 with contextlib.suppress(ProcessLookupError):

@@ -31,9 +31,14 @@ class Notifier:
 
     @staticmethod
     async def wait(token: asyncio.Event, timeout: float) -> bool:
-        """Wait for the token's channel to be published; False on timeout."""
+        """Wait for the token's channel to be published; False on timeout.
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a
+        cancellation that arrives as the event fires, and a loop around it never stops.
+        """
         try:
-            await asyncio.wait_for(token.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await token.wait()
             return True
         except TimeoutError:
             return False
