@@ -18,8 +18,7 @@ the rest is sample output). The block's first line is a marker comment:
 
 A block without a marker fails this test. Independently of the marker, every
 ``airlock …`` command in a block is parsed by the real CLI parser (``server.cli.build_parser``):
-a subcommand, option or choice the CLI does not have fails, unless it is listed in ``PENDING``
-(commands announced but not written yet: an expected failure that names who adds them).
+a subcommand, option or choice the CLI does not have fails.
 """
 
 from __future__ import annotations
@@ -41,8 +40,6 @@ DOCS = REPO / "docs"
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 RUN = re.compile(r"^#\s*test:\s*run\s*$")
 NEEDS = re.compile(r"^#\s*\(?\s*needs[:\s]\s*(?P<what>[^)]+?)\s*\)?\s*$", re.I)
-# `airlock` subcommands the docs may show before the CLI has them: first word -> who adds it.
-PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -176,8 +173,6 @@ def test_docs_show_airlock_commands() -> None:
 def test_airlock_command_exists(block: Block, argv: list[str]) -> None:
     from server.cli import build_parser
 
-    if argv and argv[0] in PENDING:
-        pytest.xfail(f"`airlock {argv[0]}` is not in the CLI yet ({PENDING[argv[0]]})")
     parser = build_parser()
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
