@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from agents.limits import Limits
 from agents.manifest import Manifest, load_manifest
 from executor.base_image import make_base_image
 from executor.results import Outcome, interpret
-from executor.runtime.base import RunSpec, RuntimeUnavailable, SandboxResult, SecretValue
+from executor.runtime.base import LABEL_RUN_ID, RunSpec, RuntimeUnavailable, SandboxResult, SecretValue
 from executor.runtime.podman import PodmanRuntime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,3 +114,11 @@ async def run_agent(
     )
     result = await runtime.run(spec, cancel or asyncio.Event())
     return result, interpret(result, output_schema(manifest, capability), limits=limits)
+
+
+def containers(run_id: str) -> list[str]:
+    """Names of the podman containers (any state) labelled with ``run_id``."""
+    out = subprocess.run(
+        ["podman", "ps", "-a", "--filter", f"label={LABEL_RUN_ID}={run_id}", "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True).stdout
+    return out.split()

@@ -21,9 +21,10 @@ import pytest
 from agents.limits import Limits
 from agents.manifest import Manifest
 from executor.results import Outcome
-from executor.runtime.base import LABEL_RUN_ID, SandboxResult, Termination
+from executor.runtime.base import SandboxResult, Termination
 from executor.runtime.podman import PodmanRuntime
 from tests.executor.conftest import SMALL, new_run_id, run_agent
+from tests.executor.conftest import containers as _containers
 
 pytestmark = pytest.mark.podman
 
@@ -58,24 +59,6 @@ async def _bad(
         run_agent(runtime, image, manifest, capability, payload, limits=limits, **kw),
     )
     return result, outcome, time.monotonic() - t0
-
-
-def _containers(run_id: str) -> list[str]:
-    out = subprocess.run(
-        [
-            "podman",
-            "ps",
-            "-a",
-            "--filter",
-            f"label={LABEL_RUN_ID}={run_id}",
-            "--format",
-            "{{.Names}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
 
 
 def _rss_bytes() -> int:

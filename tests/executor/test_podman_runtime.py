@@ -26,26 +26,9 @@ from executor.runtime.base import (
 from executor.runtime.podman import PodmanRuntime
 from executor.runtime.registry import resolve_runtime
 from tests.executor.conftest import SMALL, new_run_id, output_schema, run_agent
+from tests.executor.conftest import containers as _containers
 
 podman = pytest.mark.podman
-
-
-def _containers(run_id: str) -> list[str]:
-    out = subprocess.run(
-        [
-            "podman",
-            "ps",
-            "-a",
-            "--filter",
-            f"label={LABEL_RUN_ID}={run_id}",
-            "--format",
-            "{{.Names}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
 
 
 def _sh(*cmd: str) -> None:
