@@ -30,6 +30,14 @@ plus base64 logs and output in one JSON document, so that a runtime which can on
 files back (Dagger's ``File.contents`` is a GraphQL String) gets exact bytes in one request.
 Everything is written after the agent's processes are dead, so the agent cannot forge it.
 
+Out of memory is reported only on evidence the agent cannot forge: its main process died of a
+SIGKILL the wrapper did not send *and* the kernel's ``oom_kill`` counter of the sandbox's
+memory cgroup (``memory.oom_control`` on cgroup v1, ``memory.events`` on v2) went up during the
+run. An agent can SIGKILL itself or print ``MemoryError``; neither moves that counter. Where the
+counter cannot be read (no cgroup filesystem in the container), or when ``RLIMIT_AS`` made an
+allocation fail (only the agent sees that failure), the run is a plain failure with its exit
+code and signal, never an OOM.
+
 Exit status: 0 when a status file was written (the agent's own exit code is *in* the status),
 125 when the wrapper itself failed. Never 128-191: Dagger's ``expect: ANY`` does not cover
 that range, and the runtime must always get to read the status.
@@ -44,7 +52,6 @@ import ctypes
 import ctypes.util
 import json
 import os
-import re
 import resource
 import selectors
 import signal
@@ -59,19 +66,11 @@ WRAPPER_VERSION = 1
 WRAPPER_FAILED = 125  # like `docker run`: the runner failed, not the command
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 64 * 1024
-TAIL_KEEP = 8 * 1024  # last bytes of output kept (even past the log cap) to spot OOM messages
 DRAIN_SECONDS = 2.0  # how long to keep reading the log pipe after the agent's processes died
 STATUS_FIELDS = (
     "version", "exit_code", "signal", "timed_out", "terminated", "oom_suspected", "oom_reason",
     "duration_seconds", "logs_bytes", "logs_truncated", "output_present", "output_bytes",
     "output_truncated", "peak_rss_bytes", "subreaper", "start_error", "limits",
-)
-
-# Messages that allocation failures print. Only used when the agent exited non-zero; the agent
-# could print one on purpose, which only changes how its own failure is labelled.
-OOM_MARKERS = re.compile(
-    rb"MemoryError|Cannot allocate memory|[Oo]ut of memory|std::bad_alloc"
-    rb"|memory allocation of \d+ bytes failed|failed to allocate"
 )
 
 
@@ -212,6 +211,69 @@ def child_setup(memory_bytes: int, nproc: int, fsize_bytes: int) -> Callable[[],
     return setup
 
 
+# --- OOM evidence ------------------------------------------------------------------------
+
+
+def oom_kill_counter(
+    mountinfo: str = "/proc/self/mountinfo", cgroup: str = "/proc/self/cgroup"
+) -> tuple[str, str] | None:
+    """(file, key) of the kernel's OOM-kill counter for this process's memory cgroup, which
+    the agent (a child, in the same cgroup) shares; None where no such file is readable.
+
+    cgroup v1: ``<memory mount>/<path>/memory.oom_control``, line ``oom_kill N`` (counts kills
+    of processes in that very cgroup). cgroup v2: ``memory.events``, line ``oom_kill N``
+    (includes descendants).
+    """
+    try:
+        with open(cgroup) as f:
+            memberships = [line.rstrip("\n").split(":", 2) for line in f]
+        with open(mountinfo) as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        return None
+    paths_v1 = {c: p for _, ctrls, p in memberships if ctrls for c in ctrls.split(",")}
+    path_v2 = next((p for h, ctrls, p in memberships if h == "0" and not ctrls), None)
+    candidates: list[str] = []
+    for line in mounts:
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(" "), right.split(" ")
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        root, point, fstype = fields[3], fields[4], rfields[0]
+        if fstype == "cgroup" and "memory" in rfields[2].split(",") and "memory" in paths_v1:
+            candidates.append(_under(point, root, paths_v1["memory"]) + "/memory.oom_control")
+        elif fstype == "cgroup2" and path_v2 is not None:
+            candidates.append(_under(point, root, path_v2) + "/memory.events")
+    for path in candidates:
+        if oom_kill_count((path, "oom_kill")) is not None:
+            return path, "oom_kill"
+    return None
+
+
+def _under(mount_point: str, mount_root: str, cgroup_path: str) -> str:
+    """Where ``cgroup_path`` (as /proc/self/cgroup names it) appears below a mount."""
+    rel = cgroup_path
+    if mount_root != "/" and (rel == mount_root or rel.startswith(mount_root + "/")):
+        rel = rel[len(mount_root):]
+    return mount_point.rstrip("/") + "/" + rel.strip("/") if rel.strip("/") else mount_point
+
+
+def oom_kill_count(counter: tuple[str, str] | None) -> int | None:
+    """The counter's current value; None when it cannot be read."""
+    if counter is None:
+        return None
+    path, key = counter
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 # --- files ---------------------------------------------------------------------------------
 
 
@@ -246,20 +308,18 @@ def read_output(path: str, cap: int) -> tuple[bytes | None, int, bool]:
 
 
 class LogSink:
-    """Keeps the first ``cap`` bytes and a short tail of everything."""
+    """Keeps the first ``cap`` bytes; counts everything."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.kept = bytearray()
         self.total = 0
-        self.tail = b""
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
         room = self.cap - len(self.kept)
         if room > 0:
             self.kept += data[:room]
-        self.tail = (self.tail + data)[-TAIL_KEEP:]
 
     @property
     def truncated(self) -> bool:
@@ -288,6 +348,8 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     for stop_sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(stop_sig, lambda signum, _frame: stop_requested.append(signum))
 
+    counter = oom_kill_counter()
+    kills_before = oom_kill_count(counter)
     log_r, log_w = os.pipe()
     started = time.monotonic()
     try:
@@ -387,13 +449,14 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
     status["logs_truncated"] = sink.truncated
     # ru_maxrss of waited-for descendants: KiB on Linux.
     status["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    if not status["timed_out"] and not status["terminated"]:
-        if signum == signal.SIGKILL:
-            # Nobody here sent it: the kernel's OOM killer (a cgroup limit around the sandbox).
-            status.update(oom_suspected=True, oom_reason="killed by SIGKILL, not by the wrapper")
-        elif returncode != 0 and (m := OOM_MARKERS.search(sink.tail)):
-            status.update(oom_suspected=True,
-                          oom_reason=f"allocation failure in output: {m.group().decode()}")
+    if not status["timed_out"] and not status["terminated"] and signum == signal.SIGKILL:
+        # Not our SIGKILL. Only the kernel's own count says whether its OOM killer sent it;
+        # the agent may have killed itself (or be killed by a process of its own).
+        kills_after = oom_kill_count(counter)
+        if counter and kills_before is not None and (kills_after or 0) > kills_before:
+            status.update(oom_suspected=True, oom_reason=(
+                f"killed by the kernel's OOM killer ({counter[0]}: oom_kill "
+                f"{kills_before} -> {kills_after})"))
 
     output: bytes | None = None
     status.update(output_present=False, output_bytes=0, output_truncated=False)

@@ -280,8 +280,10 @@ async def test_runtime_maps_a_real_wrapper_result(
     ("status", "termination"),
     [
         ({"exit_code": 137, "signal": 9, "timed_out": True}, Termination.TIMED_OUT),
-        ({"exit_code": 1, "oom_suspected": True, "oom_reason": "MemoryError"},
+        ({"exit_code": 137, "signal": 9, "oom_suspected": True,
+          "oom_reason": "killed by the kernel's OOM killer (memory.events: oom_kill 0 -> 1)"},
          Termination.OOM_KILLED),
+        ({"exit_code": 137, "signal": 9}, Termination.EXITED),  # a SIGKILL is not an OOM
         ({"exit_code": 127, "start_error": "cannot start 'x'"}, Termination.START_FAILED),
         ({"exit_code": 0}, Termination.EXITED),
     ],
