@@ -18,6 +18,7 @@ from server.domain.policy import Policy, Rule
 from server.settings import ServerSettings
 from tests.helpers.client import Client
 from tests.helpers.db import PgTemplates, SqliteTemplates, pg_available
+from tests.helpers.requirements import require
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE_PB = {"admin": adm.ROLE_ADMIN, "submitter": adm.ROLE_SUBMITTER, "approver": adm.ROLE_APPROVER,
@@ -26,9 +27,7 @@ ROLE_PB = {"admin": adm.ROLE_ADMIN, "submitter": adm.ROLE_SUBMITTER, "approver":
 
 @pytest.fixture(scope="session")
 def pg_templates() -> Iterator[PgTemplates]:
-    reason = pg_available()
-    if reason:
-        pytest.skip(reason)
+    require("PostgreSQL", pg_available())
     t = PgTemplates()
     yield t
     t.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.db import pg_available
+from tests.helpers.requirements import require
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = ("floor", "GetAgent", "GetRun", "SubmitRun")
@@ -28,9 +29,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_control_plane_quick_ends_with_json_line() -> None:
-    reason = pg_available()
-    if reason:
-        pytest.skip(reason)
+    require("PostgreSQL", pg_available())
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "control_plane.py"), "--quick"],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -20,6 +20,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from tests.helpers.requirements import require
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 CONTAINERFILE = REPO / "Containerfile"
@@ -40,9 +42,9 @@ def compose_config(
     *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.skip("docker-compose is not installed (Debian package docker-compose; "
-                    "scripts/setup.sh --test installs it)")
+    require("docker-compose", None if exe else "not on PATH (Debian package docker-compose; "
+            "scripts/setup.sh --test installs it)")
+    assert exe is not None
     env = {"PATH": "/usr/bin:/bin", **(ENV if env is None else env)}
     return subprocess.run([exe, "-f", str(COMPOSE), *args, "config"], capture_output=True,
                           text=True, timeout=60, cwd=REPO, env=env)

@@ -31,6 +31,7 @@ from server.store import Store
 from server.transport import event_codec
 from tests.conftest import Plane, manifest_text
 from tests.helpers.api import register
+from tests.helpers.requirements import require
 
 SHARED_NATS = os.environ.get("AIRLOCK_TEST_NATS", "nats://127.0.0.1:4222")
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -47,9 +48,7 @@ def _reachable(url: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def nats_url() -> str:
-    reason = _reachable(SHARED_NATS)
-    if reason:
-        pytest.skip(reason)
+    require("NATS", _reachable(SHARED_NATS))
     return SHARED_NATS
 
 
@@ -65,7 +64,8 @@ class NatsServer:
 
     def __init__(self, store_dir: Path) -> None:
         if not Path(NATS_SERVER).exists():
-            pytest.skip("nats-server binary not found")
+            require("nats-server", f"no nats-server on PATH or at {NATS_SERVER} "
+                    "(Debian package nats-server)")
         self.port = free_port()
         self.store_dir = store_dir
         self.proc: subprocess.Popen[bytes] | None = None

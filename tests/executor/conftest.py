@@ -1,8 +1,9 @@
 """Shared fixtures for tests that run real containers through podman.
 
 Images are built once per session: the offline Debian base (``make_base_image``, cached
-rootfs), the ``misbehave`` fixture agent and the four sample agents on top of it. Everything
-is skipped, with a reason naming podman, where podman cannot run sandboxes.
+rootfs), the ``misbehave`` fixture agent and the four sample agents on top of it. Where podman
+cannot run sandboxes everything is skipped (failed under CI), with a reason naming what is
+missing (see tests/helpers/requirements.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from executor.base_image import make_base_image
 from executor.results import Outcome, interpret
 from executor.runtime.base import LABEL_RUN_ID, RunSpec, RuntimeUnavailable, SandboxResult, SecretValue
 from executor.runtime.podman import PodmanRuntime
+from tests.helpers.requirements import require
 
 REPO = Path(__file__).resolve().parents[2]
 MISBEHAVE_DIR = REPO / "tests" / "agents" / "misbehave"
@@ -44,13 +46,17 @@ def new_run_id(prefix: str = "t") -> str:
 
 @pytest.fixture(scope="session")
 async def podman_runtime() -> PodmanRuntime:
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed: container tests need podman")
+    require("podman", None if shutil.which("podman") else "not on PATH (scripts/setup.sh installs it)")
+    require("root", None if os.geteuid() == 0 else "the podman runtime runs as root")
+    try:  # the runtime's check runs a trial sandbox from the base image
+        await asyncio.to_thread(make_base_image)
+    except (RuntimeError, OSError) as e:
+        require("the offline base image", f"`airlock base-image` failed: {e}")
     runtime = PodmanRuntime(executor_id="pytest")
     try:
         await runtime.check()
     except RuntimeUnavailable as e:
-        pytest.skip(f"podman cannot run sandboxes here: {e}")
+        require("a working podman sandbox", str(e))
     return runtime
 
 

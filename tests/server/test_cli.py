@@ -19,6 +19,7 @@ from airlock.v1 import run_service_pb2 as rs
 from server.cli import main
 from server.domain.models import ExecutorInfo
 from tests.conftest import REPO, Plane, manifest_text
+from tests.helpers.requirements import require
 from tests.helpers.wait import assert_eventually
 
 
@@ -295,8 +296,8 @@ def test_help_and_startup_failure_in_a_subprocess(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_agent_run_local_runs_one_capability_in_a_sandbox(
         capsys: pytest.CaptureFixture[str]) -> None:
-    if shutil.which("podman") is None or os.geteuid() != 0:
-        pytest.skip("agent run-local needs podman, run as root")
+    require("podman", None if shutil.which("podman") else "not on PATH (scripts/setup.sh installs it)")
+    require("root", None if os.geteuid() == 0 else "agent run-local with podman runs as root")
     from executor.base_image import make_base_image
 
     base = await asyncio.to_thread(make_base_image)
@@ -305,7 +306,7 @@ async def test_agent_run_local_runs_one_capability_in_a_sandbox(
     r = await run("agent", "run-local", agent, "stats", "--input", '{"text": "a b a"}',
                   "--runtime", "podman", "--base-image", base, "--json")
     if r.rc == 1 and "no sandbox" in r.err:
-        pytest.skip(r.err)
+        require("a working podman sandbox", r.err)
     assert r.rc == 0, r
     outcome = r.json()
     assert outcome["state"] == "SUCCEEDED"

@@ -23,6 +23,7 @@ from server.store.migrate import alembic_config, downgrade, upgrade
 from tests.conftest import manifest_text, start_plane
 from tests.helpers.api import approve, register, reject, submit
 from tests.helpers.db import PG_ADMIN_URL, pg_available
+from tests.helpers.requirements import require
 
 APP_TABLES = set(tables.metadata.tables)
 
@@ -33,9 +34,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    reason = pg_available()
-    if reason:
-        pytest.skip(reason)
+    require("PostgreSQL", pg_available())
     name = f"airlock_mig_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')

@@ -30,6 +30,7 @@ from tests.conftest import Plane, manifest_text
 from tests.e2e.conftest import SAMPLES, running_executor
 from tests.e2e.conftest import register as register_sample
 from tests.helpers.client import Client
+from tests.helpers.requirements import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,12 +43,14 @@ INJECTION = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-if not CHROMIUM.exists():
-    pytest.skip("needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium)",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api", reason="needs the playwright package")
-if not (WEBUI_DIR / "index.html").exists():
-    pytest.skip("the UI is not built: run ui/build.sh", allow_module_level=True)
+require("Chromium", None if CHROMIUM.exists() else
+        f"no {CHROMIUM} (Debian package chromium; scripts/setup.sh --test installs it)", module=True)
+try:
+    import playwright.async_api as playwright_api
+except ImportError as e:
+    require("the playwright package", f"{e} (scripts/setup.sh --test installs it)", module=True)
+require("the built web UI", None if (WEBUI_DIR / "index.html").exists() else
+        f"no {WEBUI_DIR / 'index.html'}: run ui/build.sh", module=True)
 
 
 @pytest.fixture(scope="session")
