@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,24 +18,24 @@ import jsonschema
 
 from agents.limits import Limits
 from executor.runtime.base import SandboxResult, Termination
-
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-TIMED_OUT = "TIMED_OUT"
-OOM_KILLED = "OOM_KILLED"
-CANCELLED = "CANCELLED"
-FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, OOM_KILLED, CANCELLED})
+from server.domain.states import OUTCOME_STATES, RunState
 
 _MAX_DETAIL = 300  # keeps reasons readable: instances in schema errors can be megabytes
 _MAX_ERROR_CODE = 100
 _MAX_ERROR_MESSAGE = 1000
+# Deepest nesting of arrays/objects accepted in an agent's output. Valid JSON deeper than this
+# is refused with a reason naming the limit (parsing and validating it would otherwise exhaust
+# the interpreter's recursion limit, which is not a number an agent author can know).
+MAX_JSON_DEPTH = 128
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A run's final state, with what the caller and the approver UI need to see."""
 
-    state: str  # one of FINAL_STATES
+    state: RunState  # one of OUTCOME_STATES
     reason: str  # "" on success
     output: Any | None = None  # the capability's result (SUCCEEDED only)
     error_code: str | None = None  # the agent's own error code, when it reported one
@@ -45,9 +46,16 @@ class Outcome:
     peak_memory_bytes: int | None = None
     image_digest: str | None = None
 
+    def __post_init__(self) -> None:
+        state = RunState(self.state)  # also accepts the state's name as text
+        if state not in OUTCOME_STATES:
+            raise ValueError(f"{state} is not a run outcome; expected one of "
+                             f"{', '.join(sorted(OUTCOME_STATES))}")
+        object.__setattr__(self, "state", state)
+
     @property
     def succeeded(self) -> bool:
-        return self.state == SUCCEEDED
+        return self.state is RunState.SUCCEEDED
 
 
 def _clip(text: str, limit: int = _MAX_DETAIL) -> str:
@@ -62,18 +70,34 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _depth(text: str) -> int:
+    """Deepest array/object nesting of ``text`` (brackets inside strings do not count)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    depth = deepest = 0
+    for c in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if c in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+TOO_DEEP = f"output is nested more than {MAX_JSON_DEPTH} levels deep (the limit for agent output)"
+
+
 def _parse(raw: bytes) -> tuple[Any, str | None]:
     """Decode the output file: (document, None) or (None, reason)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return None, f"output is not valid JSON: not UTF-8 at byte {e.start}"
+    if _depth(text) > MAX_JSON_DEPTH:
+        return None, TOO_DEEP
     try:
         return json.loads(text, parse_constant=_reject_constant), None
     except (json.JSONDecodeError, ValueError) as e:
         return None, f"output is not valid JSON: {_clip(str(e))}"
-    except RecursionError:
-        return None, "output is not valid JSON: nested too deeply"
+    except RecursionError:  # a backstop: the depth check above should come first
+        return None, TOO_DEEP
 
 
 def _agent_error(doc: Any) -> tuple[str, str] | None:
@@ -98,7 +122,8 @@ def _schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
     except jsonschema.SchemaError as e:
         return f"the capability's output schema is invalid: {_clip(e.message)}"
     except RecursionError:
-        return "output is nested too deeply to validate"
+        return (f"output is nested too deeply to validate against the output schema "
+                f"(at most {MAX_JSON_DEPTH} levels are accepted; this schema allows fewer)")
     except Exception as e:  # e.g. UnknownType, a bad $ref: never crash the executor
         return f"the output could not be validated: {_clip(str(e).splitlines()[0])}"
     if error is None:
@@ -115,7 +140,7 @@ def interpret(
     without it the reason falls back to what was measured.
     """
     base = Outcome(
-        state=FAILED,
+        state=RunState.FAILED,
         reason="",
         exit_code=result.exit_code,
         logs=result.logs.decode("utf-8", errors="replace"),
@@ -125,42 +150,42 @@ def interpret(
         image_digest=result.image_digest,
     )
 
-    def fail(state: str, reason: str, error_code: str | None = None) -> Outcome:
+    def fail(state: RunState, reason: str, error_code: str | None = None) -> Outcome:
         return replace(base, state=state, reason=reason, error_code=error_code)
 
     t = result.termination
     if t is Termination.CANCELLED:
-        return fail(CANCELLED, "cancelled")
+        return fail(RunState.CANCELLED, "cancelled")
     if t is Termination.TIMED_OUT:
         limit = limits.timeout_seconds if limits else math.floor(result.duration_seconds)
-        return fail(TIMED_OUT, f"timed out after {_seconds(limit)}")
+        return fail(RunState.TIMED_OUT, f"timed out after {_seconds(limit)}")
     if t is Termination.OOM_KILLED:
         if limits:
-            return fail(OOM_KILLED, f"memory limit of {limits.memory_mib} MiB exceeded")
-        return fail(OOM_KILLED, "memory limit exceeded")
+            return fail(RunState.OOM_KILLED, f"memory limit of {limits.memory_mib} MiB exceeded")
+        return fail(RunState.OOM_KILLED, "memory limit exceeded")
     if t is Termination.START_FAILED:
         detail = _clip(result.detail.strip() or "no detail")
-        return fail(FAILED, f"sandbox failed to start: {detail}")
+        return fail(RunState.FAILED, f"sandbox failed to start: {detail}")
 
     # EXITED: the agent ended by itself; apply the contract.
     if result.output_truncated:
         kib = limits.output_kib if limits else len(result.output or b"") // 1024
-        return fail(FAILED, f"output larger than {kib} KiB")
+        return fail(RunState.FAILED, f"output larger than {kib} KiB")
     doc, parse_error = (None, None) if result.output is None else _parse(result.output)
     agent_error = _agent_error(doc) if parse_error is None else None
     if agent_error is not None:  # the agent said why, whatever its exit code
         code, message = agent_error
         reason = f"agent error {code}: {message}" if message else f"agent error {code}"
-        return fail(FAILED, reason, code)
+        return fail(RunState.FAILED, reason, code)
     if result.exit_code != 0:
-        return fail(FAILED, f"agent exited with code {result.exit_code}")
+        return fail(RunState.FAILED, f"agent exited with code {result.exit_code}")
     if result.output is None:
-        return fail(FAILED, "no output written")
+        return fail(RunState.FAILED, "no output written")
     if parse_error is not None:
-        return fail(FAILED, parse_error)
+        return fail(RunState.FAILED, parse_error)
     if not isinstance(doc, dict) or "output" not in doc:
-        return fail(FAILED, 'output must be a JSON object with an "output" or "error" member')
+        return fail(RunState.FAILED, 'output must be a JSON object with an "output" or "error" member')
     problem = _schema_problem(doc["output"], output_schema)
     if problem is not None:
-        return fail(FAILED, problem)
-    return replace(base, state=SUCCEEDED, output=doc["output"])
+        return fail(RunState.FAILED, problem)
+    return replace(base, state=RunState.SUCCEEDED, output=doc["output"])

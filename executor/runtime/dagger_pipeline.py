@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -104,8 +103,7 @@ def wrapper_argv(
 
 def run_request_json(spec: RunSpec) -> bytes:
     """What the agent reads from ``AIRLOCK_INPUT``: ``{"run_id", "capability", "input"}``."""
-    request = {"run_id": spec.run_id, "capability": spec.capability, "input": spec.input}
-    return json.dumps(request, ensure_ascii=False).encode()
+    return spec.request_json()
 
 
 async def image_command(image: dagger.Container, spec: RunSpec) -> list[str]:
@@ -178,6 +176,8 @@ def agent_container(
         # Informational: the sandbox cannot switch the network itself (see DaggerRuntime).
         .with_env_variable("AIRLOCK_NETWORK", "egress" if spec.network else "none")
     )
+    if spec.secrets:  # only then, as with podman: no secrets, no secrets directory
+        ctr = ctr.with_env_variable("AIRLOCK_SECRETS_DIR", SECRETS_DIR)
     for name, secret in sorted(spec.secrets.items()):
         # A per-attempt secret name: concurrent runs in one engine session never collide.
         plaintext = _secret_text(name, secret.value)

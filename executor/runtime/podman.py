@@ -33,11 +33,14 @@ import resource
 import shutil
 import stat
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.limits import Limits
+from executor.base_image import DEFAULT_TAG as DEFAULT_PROBE_IMAGE
 from executor.runtime.base import (
     INPUT_PATH,
     LABEL_EXECUTOR,
@@ -68,6 +71,21 @@ LOG_DRAIN_SECONDS = 1.0  # after the client exits, how long the log pipe may tak
 OOM_MARGIN_BYTES = 1 << 20  # peak within 1 MiB of the limit + SIGKILL = the OOM killer
 EXIT_SIGKILL = 128 + 9
 READ_CHUNK = 1 << 18
+
+# The trial sandbox of check(): writes a fixed output, so a pass proves the whole path a run
+# takes (tmpfs work dir, binds, --init, every limit, output read back), not only `podman info`.
+PROBE_OUTPUT = b'{"probe": "ok"}'
+PROBE_SCRIPT = f"printf '%s' '{PROBE_OUTPUT.decode()}' > \"$AIRLOCK_OUTPUT\""
+PROBE_LIMITS = Limits(memory_mib=64, timeout_seconds=60, pids=16, cpus=1, output_kib=4, log_kib=16)
+# Configurations whose trial sandbox passed in this process (podman, global options, work
+# root, cgroup parent, image): later runtimes built the same way skip the trial.
+_TRIALS_PASSED: set[tuple[object, ...]] = set()
+# Known causes of a failed trial, and what to do about each.
+_TRIAL_HINTS = (
+    ("container-init binary not found", "install catatonit (Debian: apt-get install catatonit)"),
+    ("catatonit", "install catatonit (Debian: apt-get install catatonit)"),
+    ("executable file not found", "install runc (Debian: apt-get install runc)"),
+)
 
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
@@ -148,8 +166,10 @@ class PodmanRuntime:
         work_root: str | Path = "/run/airlock",
         cgroup_parent: str = "airlock",
         executor_id: str | None = None,
+        probe_image: str = DEFAULT_PROBE_IMAGE,
     ) -> None:
         self.podman = podman
+        self.probe_image = probe_image
         self.global_options = tuple(global_options)
         self.work_root = Path(work_root)
         self.cgroup_parent = cgroup_parent.strip("/")
@@ -184,7 +204,13 @@ class PodmanRuntime:
     # ------------------------------------------------------------------ check
 
     async def check(self) -> None:
-        """Raise ``RuntimeUnavailable`` unless podman can run sandboxes here (cached)."""
+        """Raise ``RuntimeUnavailable`` unless podman can run sandboxes here (cached).
+
+        Besides podman itself (root, runc, a tmpfs under the work root), one real trivial
+        sandbox runs, built by the same ``_argv`` as every run, from ``probe_image``: a host
+        that cannot run sandboxes (no catatonit for ``--init``, ...) is refused here, naming
+        the cause, instead of failing every run.
+        """
         async with self._check_lock:
             if self._checked is False:
                 try:
@@ -243,7 +269,53 @@ class PodmanRuntime:
             ):
                 memory_root = r
                 break
-        return _HostInfo(images_json, tuple(roots), memory_root, v2, _nproc_limit())
+        host = _HostInfo(images_json, tuple(roots), memory_root, v2, _nproc_limit())
+        self._host = host  # the trial's _argv and cleanup read it
+        try:
+            await self._trial_sandbox()
+        except BaseException:
+            self._host = None
+            raise
+        return host
+
+    async def _trial_sandbox(self) -> None:
+        """Run one trivial sandbox exactly as runs are run; raise naming why it failed."""
+        key = (self.podman, self.global_options, str(self.work_root), self.cgroup_parent,
+               self.probe_image)
+        if key in _TRIALS_PASSED:
+            return
+        rc, _, err = await self._podman("image", "exists", self.probe_image, time_limit=30)
+        if rc != 0:
+            raise RuntimeUnavailable(
+                f"podman runtime: the probe image {self.probe_image} is not in local storage "
+                f"(needed to try one sandbox at start-up): make it with `airlock base-image`, "
+                f"or set AIRLOCK_PODMAN_PROBE_IMAGE to a local image that has /bin/sh"
+                + (f" ({err.strip()[-300:]})" if err.strip() else "")
+            )
+        spec = RunSpec(
+            run_id=f"probe-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            attempt=1,
+            image=self.probe_image,
+            capability="probe",
+            input={},
+            limits=PROBE_LIMITS,
+            entrypoint=("/bin/sh", "-c", PROBE_SCRIPT),
+            executor_id=self.executor_id or "probe",
+        )
+        result = await self._run_once(spec, asyncio.Event())
+        if (result.termination is Termination.EXITED and result.exit_code == 0
+                and result.output == PROBE_OUTPUT):
+            _TRIALS_PASSED.add(key)
+            return
+        detail = (result.detail or bytes(result.logs[-1500:]).decode(errors="replace")).strip()
+        if result.termination is Termination.EXITED and result.exit_code == 0:
+            detail = f"it exited 0 but its output was {result.output!r}, not {PROBE_OUTPUT!r}"
+        hint = next((h for needle, h in _TRIAL_HINTS if needle in detail), "")
+        raise RuntimeUnavailable(
+            f"podman runtime: a trial sandbox ({self.probe_image}, run with the runs' own "
+            f"options) failed: {result.termination.value}, exit {result.exit_code}: "
+            f"{detail or 'no detail'}" + (f"; {hint}" if hint else "")
+        )
 
     # ------------------------------------------------------------------ run
 
@@ -282,10 +354,10 @@ class PodmanRuntime:
             "--env", f"AIRLOCK_INPUT={INPUT_PATH}",
             "--env", f"AIRLOCK_OUTPUT={OUTPUT_PATH}",
             "--env", f"AIRLOCK_RUN_ID={spec.run_id}",
-            "--env", f"AIRLOCK_SECRETS_DIR={SECRETS_DIR}",
         )  # fmt: skip
-        if spec.secrets:
-            argv += ["--volume", f"{work / 'secrets'}:{SECRETS_DIR}:ro"]
+        if spec.secrets:  # only then: a run without secrets sees no secrets directory at all
+            argv += ["--volume", f"{work / 'secrets'}:{SECRETS_DIR}:ro",
+                     "--env", f"AIRLOCK_SECRETS_DIR={SECRETS_DIR}"]
         for k, v in spec.env.items():
             argv += ["--env", f"{k}={v}"]
         if spec.entrypoint:
@@ -298,10 +370,7 @@ class PodmanRuntime:
         if work.exists():  # left by a crashed executor: start clean
             _umount(work)
         work.mkdir(mode=0o700, parents=True, exist_ok=True)
-        request = json.dumps(
-            {"run_id": spec.run_id, "capability": spec.capability, "input": spec.input},
-            ensure_ascii=False,
-        ).encode()
+        request = spec.request_json()
         secret_bytes = sum(len(v.value) + 4096 for v in spec.secrets.values())
         # Twice the output cap: a slightly-too-big result is reported as truncated rather
         # than failing with ENOSPC; anything beyond that is refused by the kernel.

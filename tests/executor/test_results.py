@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from agents.limits import Limits
-from executor.results import FINAL_STATES, Outcome, interpret
+from executor.results import Outcome, interpret
 from executor.runtime.base import SandboxResult, Termination
+from server.domain.states import OUTCOME_STATES
 
 SCHEMA = {
     "type": "object",
@@ -125,7 +126,7 @@ def test_null_output_is_a_valid_output_when_the_schema_allows_it() -> None:
 def test_final_state_and_reason(res: SandboxResult, state: str, reason: str) -> None:
     out = interpret(res, SCHEMA, limits=LIMITS)
     assert (out.state, out.reason) == (state, reason)
-    assert out.state in FINAL_STATES
+    assert out.state in OUTCOME_STATES
     assert out.output is None
 
 
@@ -150,7 +151,7 @@ def test_killed_runs_ignore_whatever_output_was_written() -> None:
         (b'{"output": 1', "output is not valid JSON: Expecting ',' delimiter"),
         (b'{"output": NaN}', "output is not valid JSON: NaN is not valid JSON"),
         (b"\xff\xfe", "output is not valid JSON: not UTF-8 at byte 0"),
-        (b"[" * 100_000 + b"]" * 100_000, "output is not valid JSON: nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "output is nested more than 128 levels deep"),
     ],
 )
 def test_garbage_output_is_a_clear_failure(raw: bytes, reason_start: str) -> None:
