@@ -9,12 +9,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from executor.runtime.base import SecretValue
+from server.domain.errors import FailedPrecondition
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
 
 
-class MissingSecret(LookupError):
-    """Raised when a run names a secret this executor cannot provide."""
+class MissingSecret(FailedPrecondition):
+    """Raised when a run names a secret this executor cannot provide (the run fails with it)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"secret {name!r} is not available on this executor")

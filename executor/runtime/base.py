@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from agents.limits import Limits
+from server.domain.errors import Unavailable
 
 # Where the agent contract puts things inside every sandbox.
 INPUT_PATH = "/airlock/input.json"
@@ -24,7 +26,7 @@ LABEL_RUN_ID = "airlock.run_id"
 LABEL_EXECUTOR = "airlock.executor"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(Unavailable):
     """Raised when a runtime cannot run sandboxes on this host (never fall back to no sandbox)."""
 
 
@@ -38,29 +40,55 @@ class SecretValue:
         return "SecretValue(***)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunSpec:
-    """Everything a runtime needs to run one attempt of one run."""
+    """Everything a runtime needs to run one attempt of one run.
+
+    The capability's input is ``input_json``, JSON text. The executor passes the text the
+    control plane stored at submit (parsed and checked there), so no run's input is parsed
+    and re-serialised on its way into the sandbox. Callers holding a value instead (``agent
+    run-local``, tests, benchmarks) may give ``input=`` and leave ``input_json`` unset: it is
+    serialised once, here.
+    """
 
     run_id: str
     attempt: int
     image: str
     capability: str
-    input: Any  # the JSON value given to the capability
+    input: Any = None  # the JSON value, for callers without text; see input_json
     limits: Limits
     entrypoint: tuple[str, ...] | None = None  # None: the image's own entrypoint/cmd
     network: bool = False
     secrets: Mapping[str, SecretValue] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # e.g. TRACEPARENT
     executor_id: str = "local"
+    input_json: str = ""  # the input as JSON text; set from ``input`` when empty
+
+    def __post_init__(self) -> None:
+        if not self.input_json:
+            object.__setattr__(self, "input_json", json.dumps(self.input, ensure_ascii=False))
 
     @property
     def sandbox_name(self) -> str:
         return f"airlock-{self.run_id}-{self.attempt}"
 
+    def request_json(self) -> bytes:
+        """What the agent reads at ``INPUT_PATH``: ``{"run_id", "capability", "input"}``.
+
+        ``input_json`` is spliced in as it is (it is valid JSON text by construction).
+        """
+        head = json.dumps({"run_id": self.run_id, "capability": self.capability},
+                          ensure_ascii=False)
+        return f'{head[:-1]}, "input": {self.input_json}}}'.encode()
+
 
 class Termination(enum.Enum):
-    """Why the sandbox stopped, as far as the runtime can tell."""
+    """How the sandbox stopped, as the runtime observed it, before the agent contract is applied.
+
+    This is the runtime's raw observation, not the run's outcome: ``EXITED`` may still end as
+    ``FAILED`` (bad output, non-zero exit) and ``START_FAILED`` becomes ``FAILED``.
+    ``executor.results.interpret`` is the one place that maps it to a ``RunState``.
+    """
 
     EXITED = "exited"  # the agent's process ended by itself (any exit code)
     TIMED_OUT = "timed_out"  # wall-clock limit hit; killed
