@@ -307,13 +307,23 @@ class Relay:
             return await self.js.publish(subj, data, timeout=timeout,
                                          stream=self.settings.nats_stream,
                                          headers=event_codec.headers(e, e.traceparent))
-        # A producer span in the run's trace; its context travels in the headers.
-        with telemetry.span("airlock.events.publish", parent=e.traceparent, kind=SpanKind.PRODUCER,
+        # A producer span in the run's trace, named and attributed by OpenTelemetry's messaging
+        # conventions ("publish" is NATS's operation; its type is "send", which replaced the
+        # deprecated "publish" type); its context travels in the headers.
+        with telemetry.span(f"publish {subj}", parent=e.traceparent, kind=SpanKind.PRODUCER,
                             attributes={"messaging.system": "nats",
                                         "messaging.destination.name": subj,
+                                        "messaging.operation.type": "send",
+                                        "messaging.operation.name": "publish",
                                         "messaging.message.id": e.event_id,
+                                        "messaging.message.body.size": len(data),
+                                        "airlock.stream": self.settings.nats_stream,
                                         "airlock.run_id": e.run_id,
                                         "airlock.state": e.state.value}) as s:
+            url = getattr(self.nc, "connected_url", None)
+            if url is not None and url.hostname:
+                s.set_attribute("server.address", url.hostname)
+                s.set_attribute("server.port", url.port or 4222)
             headers = event_codec.headers(e, telemetry.traceparent_of(s) or e.traceparent)
             return await self.js.publish(subj, data, timeout=timeout,
                                          stream=self.settings.nats_stream, headers=headers)

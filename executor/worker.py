@@ -30,7 +30,14 @@ from server.logs import run_context
 from server.services.clock import Clock, utcnow
 from server.store import Store
 from server.store.notify import RUN_EVENTS, RUNS_QUEUED
-from server.telemetry import current_traceparent, metrics_api, record_span, span, traceparent_of
+from server.telemetry import (
+    current_traceparent,
+    mark_outcome,
+    metrics_api,
+    record_span,
+    span,
+    traceparent_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +167,10 @@ class Executor:
     async def _execute(self, a: _Active) -> None:
         """One attempt, as the span "airlock.run.execute" in the run's trace (issue #4)."""
         run = a.run
-        with run_context(run.id), span("airlock.run.execute", parent=run.traceparent or None, attributes={
+        # The attempt starts at the lease, so its child "airlock.sandbox.start" (lease to
+        # launch) never begins before it.
+        with run_context(run.id), span("airlock.run.execute", parent=run.traceparent or None,
+                                       start_time=a.leased_at, attributes={
                 "airlock.run_id": run.id, "airlock.agent": f"{run.agent}@{run.version}",
                 "airlock.capability": run.capability, "airlock.attempt": run.attempt,
                 "airlock.executor": self.id}):
@@ -172,7 +182,7 @@ class Executor:
             try:
                 secrets = self.secrets.resolve(run.secrets)
             except MissingSecret as e:
-                await self._finish(a, Outcome(state="FAILED", reason=str(e)))
+                await self._finish(a, Outcome(state=RunState.FAILED, reason=str(e)))
                 return
             # issue #4: lease -> launch is the sandbox start latency; the container gets the
             # sandbox span's context as TRACEPARENT.
@@ -187,7 +197,7 @@ class Executor:
                 traceparent = traceparent_of(sandbox) or run.traceparent
                 spec = RunSpec(
                     run_id=run.id, attempt=run.attempt, image=run.image,
-                    capability=run.capability, input=json.loads(run.input_json),
+                    capability=run.capability, input_json=run.input_json,
                     limits=run.limits, entrypoint=run.entrypoint, network=run.network,
                     secrets=secrets, executor_id=self.id,
                     env={"TRACEPARENT": traceparent} if traceparent else {})
@@ -200,7 +210,8 @@ class Executor:
         except Exception as e:  # the runtime itself broke: fail this run, keep the executor
             log.exception("run %s: executor error", run.id)
             with contextlib.suppress(Exception):
-                await self._finish(a, Outcome(state="FAILED", reason=f"executor error: {type(e).__name__}"))
+                await self._finish(a, Outcome(state=RunState.FAILED,
+                                              reason=f"executor error: {type(e).__name__}"))
         finally:
             self.active.pop(run.id, None)
             self.executed += 1
@@ -209,8 +220,9 @@ class Executor:
     async def _finish(self, a: _Active, outcome: Outcome) -> None:
         """Record the outcome, as the span "airlock.run.complete" (issue #4)."""
         a.finishing = True  # from here the lease is released on purpose: not "lost"
-        with span("airlock.run.complete", attributes={"airlock.run_id": a.run.id,
-                                                      "airlock.outcome": outcome.state}):
+        mark_outcome(None, outcome.state, outcome.reason)  # the attempt's "airlock.run.execute"
+        with span("airlock.run.complete", attributes={"airlock.run_id": a.run.id}) as s:
+            mark_outcome(s, outcome.state, outcome.reason)
             await self._record(a, outcome)
 
     async def _record(self, a: _Active, outcome: Outcome) -> None:
@@ -222,10 +234,10 @@ class Executor:
                     or current.lease_owner != self.id or current.attempt != run.attempt):
                 log.warning("run %s: lease lost before the result was recorded; result dropped", run.id)
                 return
-            if a.shutdown and outcome.state == "CANCELLED":
+            if a.shutdown and outcome.state is RunState.CANCELLED:
                 target, reason = RunState.QUEUED, f"executor {self.id} shut down; re-queued"
             else:
-                target = RunState(outcome.state)
+                target = outcome.state
                 reason = outcome.reason or ("succeeded" if target is RunState.SUCCEEDED else "")
                 if target is RunState.CANCELLED and current.cancel_requested:
                     reason = "cancelled on request"

@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from agents.manifest import Risk
 from server.domain.policy import Policy
 from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
@@ -23,6 +24,7 @@ from server.telemetry import (
     metrics_api,
     metrics_enabled,
     server_interceptors,
+    set_server_address,
     setup_telemetry,
 )
 from server.transport.grpc_server import build_server, set_serving
@@ -46,6 +48,16 @@ def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
     )
 
 
+def describe_policy(policy: Policy) -> str:
+    """The effective rule per risk, one phrase each: what `airlock serve` logs at start-up."""
+    parts = []
+    for risk in sorted(Risk):
+        rule = policy.rule_for(risk)
+        need = "auto-approve" if rule.approvals == 0 else f"{rule.approvals} approval(s)"
+        parts.append(f"{risk.label}: {need}, expires after {rule.expires_after.total_seconds():g}s")
+    return "; ".join(parts)
+
+
 def ensure_sqlite_dir(url: str) -> None:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +70,12 @@ class ControlPlane:
                  clock: Clock = utcnow) -> None:
         self.settings = settings
         self.policy = policy or (Policy.load(settings.policy_file) if settings.policy_file else Policy())
+        if policy is not None:
+            self.policy_source = "given by the caller"
+        elif settings.policy_file:
+            self.policy_source = f"file {settings.policy_file}"
+        else:
+            self.policy_source = "built-in (AIRLOCK_POLICY_FILE unset)"
         self.clock = clock
         self.url = settings.database_url.get_secret_value()
         self.admin_token: str | None = None
@@ -70,6 +88,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         ensure_sqlite_dir(self.url)
+        log.info("risk policy: %s: %s", self.policy_source, describe_policy(self.policy))
         if self.settings.migrate_on_start:
             await asyncio.to_thread(upgrade, self.url)
         notifier = Notifier()
@@ -90,6 +109,7 @@ class ControlPlane:
                                                 max_message_bytes=self.settings.max_message_bytes,
                                                 extra_interceptors=server_interceptors())
         self.grpc_port = self._bind()
+        set_server_address(self.settings.grpc_listen.rpartition(":")[0], self.grpc_port)
         await self.server.start()
         await set_serving(self.health, True)
         if self.settings.http_enabled:
@@ -103,7 +123,8 @@ class ControlPlane:
                 raise
             log.info("gRPC-Web and UI on http://%s", self.http_address)
         # Expire overdue approvals now (correct after a restart), then keep sweeping.
-        await self.services.approvals.expire_due()
+        expired = await self.services.approvals.expire_due()
+        log.info("start-up sweep: %d overdue approval(s) expired", expired)
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
         # --- NATS submit and metrics (issue #4) ---
         if self.settings.nats_url is not None:

@@ -7,22 +7,30 @@ of a run still travels (a no-op span carries its remote parent's ``traceparent``
 One trace per run: the submitting RPC's span context is stored on the run (``traceparent``);
 approval wait, lease, sandbox and completion spans, and the NATS publish spans, all use it as
 their remote parent, whichever process creates them. The container gets the sandbox span's
-context as ``TRACEPARENT``.
+context as ``TRACEPARENT``. RPCs about an existing run (Approve, WatchRun, GetRunResult, ...)
+are traces of their own, with a span link to the run's trace.
+
+Names and attributes follow OpenTelemetry's semantic conventions: RPC server spans are
+``<package.Service>/<Method>`` with ``rpc.*`` and ``server.*``/``client.*`` attributes (not the
+deprecated ``net.*``); publish spans are ``publish <subject>`` with ``messaging.*``; every
+resource has ``service.name`` and ``service.version``. A run that ends FAILED, TIMED_OUT or
+OOM_KILLED marks its spans ERROR with the state and reason as the description.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger(__name__)
@@ -31,16 +39,22 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 INSTRUMENTATION = "airlock"
 
 __all__ = [
+    "ERROR_OUTCOMES",
     "Metrics",
     "TelemetryHandle",
     "approval_closed",
     "context_from_headers",
     "context_from_traceparent",
     "current_traceparent",
+    "link_run",
+    "mark_outcome",
     "metrics_api",
     "metrics_enabled",
     "record_span",
+    "resource_attributes",
+    "run_ended",
     "server_interceptors",
+    "set_server_address",
     "setup_metrics",
     "setup_telemetry",
     "setup_tracing",
@@ -154,6 +168,22 @@ class TelemetryHandle:
             self.meter_provider = None
 
 
+def service_version() -> str:
+    """The installed ``airlock`` distribution's version ("0+unknown" when run from a bare tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("airlock")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def resource_attributes(service_name: str) -> dict[str, str]:
+    """The resource of every Airlock process's telemetry."""
+    return {"service.name": service_name, "service.namespace": "airlock",
+            "service.version": service_version()}
+
+
 def _otlp_url(endpoint: str, signal: str) -> str:
     """``http://collector:4318`` -> ``http://collector:4318/v1/<signal>`` (full URLs kept)."""
     e = endpoint.rstrip("/")
@@ -187,7 +217,7 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None, exporter:
     with _lock:
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
-            provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            provider = TracerProvider(resource=Resource.create(resource_attributes(service_name)))
             trace.set_tracer_provider(provider)
         provider.add_span_processor(processor)
         _active_exporters += 1
@@ -195,13 +225,204 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None = None, exporter:
     return TelemetryHandle(processor=processor)
 
 
+# --- run outcomes and links ----------------------------------------------------------------------
+
+# Outcomes that are failures of the run: its spans get ERROR status. CANCELLED (someone asked),
+# REJECTED (an approver decided) and EXPIRED (nobody decided in time) are decisions, not
+# faults: their spans keep the default (UNSET) status and say the outcome in attributes.
+ERROR_OUTCOMES = frozenset({"FAILED", "TIMED_OUT", "OOM_KILLED"})
+
+
+def mark_outcome(s: Span | None, state: str, reason: str = "") -> None:
+    """Record a run's outcome on span ``s`` (None: the current span): ``airlock.outcome``, and
+    ERROR status with "<STATE>: <reason>" as its description when the outcome is a failure."""
+    s = s if s is not None else trace.get_current_span()
+    s.set_attribute("airlock.outcome", state)
+    if state in ERROR_OUTCOMES:
+        s.set_status(Status(StatusCode.ERROR, f"{state}: {reason}" if reason else state))
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def run_ended(*, run_id: str, traceparent: str, agent: str, capability: str, attempt: int,
+              created_at: datetime, state: str, reason: str) -> None:
+    """A run reached a terminal state (called after the commit): the span "airlock.run", from
+    submission to the end, in the run's trace and carrying its outcome (ERROR for failures).
+
+    The trace's root, the submitting RPC's span, ended when the submission was answered (and
+    a span cannot change once ended), so this span is where a trace shows the run's outcome.
+    """
+    if not (traceparent and tracing_enabled()):
+        return
+    ctx = context_from_traceparent(traceparent)
+    if ctx is None:
+        return
+    end = datetime.now(UTC)
+    start = min(_aware(created_at), end)
+    s = tracer().start_span("airlock.run", context=ctx, start_time=int(start.timestamp() * 1e9),
+                            attributes={"airlock.run_id": run_id, "airlock.agent": agent,
+                                        "airlock.capability": capability,
+                                        "airlock.attempt": attempt, "airlock.reason": reason})
+    mark_outcome(s, state, reason)
+    s.end(end_time=int(end.timestamp() * 1e9))
+
+
+def link_run(traceparent: str, run_id: str = "") -> None:
+    """Link the current span (e.g. an Approve or GetRunResult RPC, a trace of its own) to the
+    trace of the run it is about; nothing when the run is untraced or no span records."""
+    ctx = context_from_traceparent(traceparent)
+    current = trace.get_current_span()
+    if ctx is None or not current.is_recording():
+        return
+    current.add_link(trace.get_current_span(ctx).get_span_context(),
+                     {"airlock.run_id": run_id} if run_id else None)
+
+
+# --- RPC server spans --------------------------------------------------------------------------
+
+_server_address: tuple[str, int] | None = None
+
+# gRPC codes that are a server-side error (OpenTelemetry's gRPC conventions); others, such
+# as INVALID_ARGUMENT or NOT_FOUND, are the caller's: the server span stays UNSET.
+_SERVER_ERROR_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS"})
+
+
+def set_server_address(host: str, port: int) -> None:
+    """The address RPC server spans report as ``server.address``/``server.port`` (the listen
+    address; a wildcard host is replaced by this host's name)."""
+    global _server_address
+    wildcard = host in ("", "0.0.0.0", "::", "[::]")
+    _server_address = (socket.gethostname() if wildcard else host.strip("[]"), port)
+
+
+def _peer(peer: str) -> tuple[str, int] | None:
+    """``ipv4:127.0.0.1:5000`` / ``ipv6:[::1]:5000`` -> (address, port)."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def rpc_attributes(full_method: str, system: str = "grpc") -> tuple[str, dict[str, Any]]:
+    """``/pkg.Service/Method`` -> (span name ``pkg.Service/Method``, the ``rpc.*`` and
+    ``server.*`` attributes)."""
+    name = full_method.lstrip("/")
+    service, _, method = name.rpartition("/")
+    attrs: dict[str, Any] = {"rpc.system": system, "rpc.service": service, "rpc.method": method}
+    if _server_address is not None:
+        attrs["server.address"], attrs["server.port"] = _server_address
+    return name, attrs
+
+
+def _finish_rpc(s: Span, context: Any, error: BaseException | None) -> None:
+    import grpc
+
+    code = context.code() if hasattr(context, "code") else None
+    if code is None:
+        code = grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+    s.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code.name in _SERVER_ERROR_CODES:
+        details = context.details() if hasattr(context, "details") else None
+        s.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}" if details else code.name))
+        if error is not None and not _is_abort(error):
+            s.record_exception(error)
+
+
+def _is_abort(e: BaseException) -> bool:
+    import grpc
+
+    return isinstance(e, grpc.aio.AbortError)
+
+
+def _rpc_span(details: Any, context: Any) -> Span:
+    name, attrs = rpc_attributes(details.method)
+    peer = _peer(context.peer() or "") if hasattr(context, "peer") else None
+    if peer is not None:
+        attrs["client.address"], attrs["client.port"] = peer
+        attrs["network.peer.address"], attrs["network.peer.port"] = peer
+    parent = context_from_headers({k: v for k, v in details.invocation_metadata or ()
+                                   if isinstance(v, str)})
+    return tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attrs)
+
+
+def _tracing_interceptor() -> Any:
+    import grpc
+
+    class RpcTracingInterceptor(grpc.aio.ServerInterceptor):
+        """One SERVER span per RPC, named and attributed by the OpenTelemetry RPC conventions,
+        continuing the caller's ``traceparent`` metadata; current while the handler runs."""
+
+        async def intercept_service(
+            self, continuation: Callable[[Any], Awaitable[Any]], details: Any,
+        ) -> Any:
+            handler = await continuation(details)
+            if handler is None:
+                return handler
+            if handler.unary_unary is not None:
+                inner_uu = handler.unary_unary
+
+                async def unary(request: Any, context: Any) -> Any:
+                    s = _rpc_span(details, context)
+                    error: BaseException | None = None
+                    try:
+                        with trace.use_span(s, end_on_exit=False, record_exception=False,
+                                            set_status_on_exception=False):
+                            return await inner_uu(request, context)
+                    except BaseException as e:
+                        error = e
+                        raise
+                    finally:
+                        _finish_rpc(s, context, error)
+                        s.end()
+
+                return grpc.unary_unary_rpc_method_handler(
+                    unary, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+            if handler.unary_stream is not None:
+                inner_us = handler.unary_stream
+
+                async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                    s = _rpc_span(details, context)
+                    error: BaseException | None = None
+                    try:
+                        items = inner_us(request, context).__aiter__()
+                        while True:
+                            # Current only while the handler runs, never across a yield:
+                            # a context attached in one step must be detached in it.
+                            with trace.use_span(s, end_on_exit=False, record_exception=False,
+                                                set_status_on_exception=False):
+                                try:
+                                    item = await items.__anext__()
+                                except StopAsyncIteration:
+                                    break
+                            yield item
+                    except BaseException as e:
+                        error = e
+                        raise
+                    finally:
+                        _finish_rpc(s, context, error)
+                        s.end()
+
+                return grpc.unary_stream_rpc_method_handler(
+                    stream, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+            return handler  # client or bidirectional streaming: none in Airlock's API
+
+    return RpcTracingInterceptor()
+
+
 def server_interceptors() -> list[Any]:
     """gRPC aio server interceptors for tracing (one span per RPC), or [] when tracing is off."""
     if not tracing_enabled():
         return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    return [aio_server_interceptor()]
+    return [_tracing_interceptor()]
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -293,7 +514,7 @@ def setup_metrics(service_name: str, otlp_endpoint: str | None = None, reader: A
         reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=_otlp_url(otlp_endpoint, "metrics")),
             export_interval_millis=export_interval_seconds * 1000)
-    provider = MeterProvider(resource=Resource.create({"service.name": service_name}),
+    provider = MeterProvider(resource=Resource.create(resource_attributes(service_name)),
                              metric_readers=[reader])
     with _lock:
         _metrics = Metrics(provider)

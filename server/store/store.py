@@ -40,7 +40,7 @@ from server.domain.principal import Role
 from server.domain.states import RunState, check_transition
 from server.store import tables as t
 from server.store.notify import APPROVALS, RUN_EVENTS, RUNS_QUEUED, Notifier
-from server.telemetry import metrics_api
+from server.telemetry import metrics_api, run_ended
 
 
 class Duplicate(Exception):
@@ -182,7 +182,9 @@ class Tx:
         self.conn = conn
         self.dialect = dialect
         self.notify: set[str] = set()
-        self.finished: list[str] = []  # terminal states entered (metrics, after commit)
+        # Runs that entered a terminal state, with that state and reason (metrics and the
+        # run span, after the commit).
+        self.finished: list[tuple[Run, str, str]] = []
 
     @property
     def _pg(self) -> bool:
@@ -352,7 +354,7 @@ class Tx:
         if target is RunState.QUEUED:
             self.notify.add(RUNS_QUEUED)
         if target.terminal:
-            self.finished.append(target.value)
+            self.finished.append((run, target.value, reason))
         mapped = {k: v for k, v in changes.items() if k in Run.__dataclass_fields__}
         if "limits" in mapped:
             mapped["limits"] = Limits(**mapped["limits"])
@@ -643,8 +645,11 @@ class Store:
             self.notifier.publish(ch)
         if tx.finished:
             m = metrics_api()
-            for state in tx.finished:
+            for run, state, reason in tx.finished:
                 m.run_finished(state)
+                run_ended(run_id=run.id, traceparent=run.traceparent, agent=run.agent,
+                          capability=run.capability, attempt=run.attempt,
+                          created_at=run.created_at, state=state, reason=reason)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

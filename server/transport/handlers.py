@@ -19,6 +19,7 @@ from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
 from server.services.registry import RegistryService
 from server.services.runs import RunService, SubmitRequest
+from server.telemetry import link_run
 from server.transport import convert as c
 from server.transport.context import current_principal
 
@@ -86,14 +87,20 @@ class RunHandlers:
 
     async def cancel_run(self, req: rs.CancelRunRequest, ctx: Any = None) -> rs.CancelRunResponse:
         run = await self.s.runs.cancel(current_principal(), req.run_id, req.reason)
+        link_run(run.traceparent, run.id)
         return rs.CancelRunResponse(run=c.run_pb(run))
 
     async def watch_run(self, req: rs.WatchRunRequest, ctx: Any = None) -> AsyncIterator[rs.WatchRunResponse]:
+        linked = False
         async for e in self.s.runs.watch(req.run_id, req.from_sequence):
+            if not linked:  # this RPC is a trace of its own, linked to the run's
+                link_run(e.traceparent, e.run_id)
+                linked = True
             yield rs.WatchRunResponse(event=c.event_pb(e))
 
     async def get_run_result(self, req: rs.GetRunResultRequest, ctx: Any = None) -> rs.GetRunResultResponse:
         res = await self.s.runs.result(req.run_id)
+        link_run(res.run.traceparent, res.run.id)
         return rs.GetRunResultResponse(
             run=c.run_pb(res.run), output_json=res.output_json or "", error_code=res.error_code,
             error_message=res.error_message, logs=res.logs.decode("utf-8", "replace"),
@@ -117,10 +124,12 @@ class ApprovalHandlers:
 
     async def approve(self, req: aps.ApproveRequest, ctx: Any = None) -> aps.ApproveResponse:
         v = await self.s.approvals.approve(current_principal(), req.run_id, req.reason)
+        link_run(v.run.traceparent, v.run.id)
         return aps.ApproveResponse(approval=c.approval_pb(v))
 
     async def reject(self, req: aps.RejectRequest, ctx: Any = None) -> aps.RejectResponse:
         v = await self.s.approvals.reject(current_principal(), req.run_id, req.reason)
+        link_run(v.run.traceparent, v.run.id)
         return aps.RejectResponse(approval=c.approval_pb(v))
 
     async def watch_approvals(self, req: aps.WatchApprovalsRequest, ctx: Any = None
