@@ -34,6 +34,7 @@ async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # issue #4
     runtime = await resolve_runtime(settings.runtime, executor_id=settings.executor_id,
                                     work_root=settings.podman_work_root,
+                                    probe_image=settings.podman_probe_image,
                                     engine_has_egress=settings.engine_has_egress)
     store, listener = await open_store(url, settings.db_pool_size)
     ex = Executor(settings, store, runtime)

@@ -45,5 +45,9 @@ class ExecutorSettings(BaseSettings):
                             description="json: one object per line with run_id and trace_id; or text")
     podman_work_root: Path = Field(default=Path("/run/airlock"),
                                    description="per-run scratch directories (podman runtime)")
+    podman_probe_image: str = Field(
+        default="localhost/airlock/base:bookworm",
+        description="podman runtime: local image (with /bin/sh) of the one trial sandbox run at "
+        "start-up; made by `airlock base-image`")
     otlp_endpoint: str | None = Field(default=None,
                                       description="OTLP/HTTP endpoint for traces and metrics")

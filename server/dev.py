@@ -24,6 +24,7 @@ async def run_dev(server: ServerSettings, executor: ExecutorSettings, stop: asyn
                   *, ready: asyncio.Event | None = None) -> None:
     runtime = await resolve_runtime(executor.runtime, executor_id=executor.executor_id,
                                     work_root=executor.podman_work_root,
+                                    probe_image=executor.podman_probe_image,
                                     engine_has_egress=executor.engine_has_egress)
     cp = ControlPlane(server)
     await cp.start()
