@@ -237,6 +237,7 @@ def mark_outcome(s: Span | None, state: str, reason: str = "") -> None:
     """Record a run's outcome on span ``s`` (None: the current span): ``airlock.outcome``, and
     ERROR status with "<STATE>: <reason>" as its description when the outcome is a failure."""
     s = s if s is not None else trace.get_current_span()
+    state = str(state)  # a plain str, also for a StrEnum member
     s.set_attribute("airlock.outcome", state)
     if state in ERROR_OUTCOMES:
         s.set_status(Status(StatusCode.ERROR, f"{state}: {reason}" if reason else state))
