@@ -46,8 +46,12 @@ def fork_bomb(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 def connect(inp: dict[str, Any]) -> dict[str, Any]:
+    # Targets come only from the input: the tests give listeners they own, never the internet.
+    targets = inp.get("targets")
+    if not targets:
+        raise AgentError("E_INPUT", "targets: give at least one host:port to dial")
     results = {}
-    for target in inp.get("targets", ["1.1.1.1:53"]):
+    for target in targets:
         host, _, port = target.rpartition(":")
         try:
             with socket.create_connection((host, int(port)), timeout=2):
@@ -57,9 +61,24 @@ def connect(inp: dict[str, Any]) -> dict[str, Any]:
     return {"results": results}
 
 
+OWNED_DIR = "/srv/sandbox-owned"  # owned by uid 65534 in the image (see the Containerfile)
+
+
+def _owner(path: str) -> int | None:
+    """Owner of ``path``, or of its directory when the file does not exist."""
+    for p in (path, os.path.dirname(path)):
+        try:
+            return os.stat(p).st_uid
+        except OSError:
+            continue
+    return None
+
+
 def write_outside(inp: dict[str, Any]) -> dict[str, Any]:
-    results = {}
+    results, owners = {}, {}
     for path in [
+        f"{OWNED_DIR}/existing.txt",
+        f"{OWNED_DIR}/new-file",
         "/etc/airlock-x",
         "/airlock-x",
         "/app/x",
@@ -69,13 +88,22 @@ def write_outside(inp: dict[str, Any]) -> dict[str, Any]:
         "/airlock/x",
         "/run/secrets/x",
     ]:
+        owners[path] = _owner(path)
         try:
             with open(path, "w") as f:
                 f.write("pwned")
             results[path] = "written"
         except OSError as e:
             results[path] = f"error: {e.strerror}"
-    return {"results": results}
+    return {"results": results, "owners": owners}
+
+
+def kill_self(inp: dict[str, Any]) -> dict[str, Any]:
+    held = [bytearray(b"x" * (1 << 20)) for _ in range(int(inp.get("mib", 0)))]
+    sys.stdout.write("MemoryError: Cannot allocate memory\n")  # as an OOM'd program might
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {"held_mib": len(held)}  # never reached
 
 
 def flood_stdout(inp: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +185,7 @@ def dispatch(capability: str, inp: Any) -> Any:
         "orphan": orphan,
         "garbage_output": garbage_output,
         "whoami": whoami,
+        "kill_self": kill_self,
     }
     if capability not in handlers:
         raise AgentError("E_CAPABILITY", f"unknown capability {capability!r}")
