@@ -29,6 +29,7 @@ from executor.runtime.base import SandboxResult, Termination
 from executor.runtime.podman import KILL_GRACE_SECONDS, NOFILE, SANDBOX_UID, PodmanRuntime
 from tests.executor.conftest import SMALL, new_run_id, run_agent
 from tests.executor.conftest import containers as _containers
+from tests.helpers.requirements import require
 from tests.helpers.wait import wait_for_condition
 
 pytestmark = pytest.mark.podman
@@ -105,8 +106,7 @@ class NetnsListener:
 
 @pytest.fixture
 def netns_listener() -> Iterator[NetnsListener]:
-    if shutil.which("ip") is None:
-        pytest.fail("the `ip` command (iproute2) is needed to create a test network namespace")
+    require("iproute2 (`ip`)", None if shutil.which("ip") else "makes the test's network namespace")
     tag = uuid.uuid4().hex[:6]
     ns, host_if, ns_if = f"airlock-t-{tag}", f"alt{tag}h", f"alt{tag}n"
     third = int(tag[:2], 16)  # 10.213.<0-255>.0/30: a link route on the veth, nothing else

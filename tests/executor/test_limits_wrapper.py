@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from executor.runtime import limits_wrapper
+from tests.helpers.requirements import require
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only limits")
@@ -215,8 +216,9 @@ def test_self_sigkill_is_not_an_oom(tmp_path: Path) -> None:
 def memory_cgroup() -> Iterator[Path]:
     """A fresh cgroup-v1 memory cgroup limited to 64 MiB (no swap), removed afterwards."""
     root = Path("/sys/fs/cgroup/memory")
-    if os.geteuid() != 0 or not (root / "memory.oom_control").exists():
-        pytest.skip("needs root and a cgroup-v1 memory hierarchy (as the podman tests do)")
+    require("root", None if os.geteuid() == 0 else "a memory cgroup is made for the wrapper")
+    require("a cgroup-v1 memory hierarchy", None if (root / "memory.oom_control").exists()
+            else f"{root}/memory.oom_control is absent (the podman runtime needs it too)")
     cg = root / f"airlock-wrapper-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     cg.mkdir()
     try:
