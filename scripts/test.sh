@@ -3,8 +3,8 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k approvals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --test
-bash scripts/services.sh
+bash scripts/setup.sh --test || { echo "error: scripts/setup.sh --test failed (see above): the tests cannot run" >&2; exit 1; }
+bash scripts/services.sh || { echo "error: PostgreSQL or NATS could not be started (see above): the tests need both" >&2; exit 1; }
 
 echo "== generated protobuf code is current" >&2
 .venv/bin/python proto/generate.py --check

@@ -1154,11 +1154,17 @@ def _register_base_image(cli: Commands) -> None:
 # One registrar per top-level command, in the order `airlock --help` lists them.
 # To add a command: write `def _register_x(cli: Commands) -> None` (cli.add / cli.group) and
 # list it here.
-from server.cli_processes import register_dev, register_executor, register_relay  # noqa: E402
+from server.cli_processes import (  # noqa: E402
+    register_dev,
+    register_executor,
+    register_relay,
+    register_sandbox_check,
+)
 
 REGISTRARS: list[Callable[[Commands], None]] = [
     _register_serve,
     register_executor,
+    register_sandbox_check,  # the executor's start-up check alone
     register_dev,
     register_relay,
     _register_migrate,

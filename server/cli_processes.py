@@ -49,6 +49,48 @@ def register_executor(cli: Commands) -> None:
                    help="sandbox runtime (default AIRLOCK_RUNTIME or auto)")
 
 
+async def cmd_sandbox_check(ns: argparse.Namespace) -> int:
+    from executor.runtime.base import RuntimeUnavailable
+    from executor.runtime.registry import resolve_runtime
+    from executor.settings import ExecutorSettings
+    from server.cli import EXIT_CONFIG, load_settings, print_json
+
+    overrides = {"runtime": ns.runtime} if ns.runtime else {}
+    settings = load_settings(ExecutorSettings, **overrides)
+    try:  # the same runtime, from the same settings, as `airlock executor`
+        runtime = await resolve_runtime(settings.runtime, **settings.model_dump())
+    except RuntimeUnavailable as e:
+        if ns.json:
+            print_json({"ok": False, "runtime": settings.runtime, "error": str(e)})
+        print(f"error: cannot run sandboxes here: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    image = getattr(runtime, "probe_image", None)
+    if ns.json:
+        print_json({"ok": True, "runtime": runtime.name, "probe_image": image})
+    else:
+        tried = f"a trial sandbox ran from {image}" if image else "its start-up check passed"
+        print(f"sandbox runtime {runtime.name}: ok ({tried})")
+    return 0
+
+
+def register_sandbox_check(cli: Commands) -> None:
+    p = cli.add(
+        "sandbox-check", cmd_sandbox_check,
+        help="check that this host can run sandboxes, as `airlock executor` would",
+        description=(
+            "Resolve the sandbox runtime exactly as `airlock executor` does (AIRLOCK_RUNTIME,\n"
+            "AIRLOCK_PODMAN_WORK_ROOT, AIRLOCK_PODMAN_PROBE_IMAGE, ...) and run its start-up\n"
+            "check. For podman that starts one real trivial sandbox with every option a run\n"
+            "uses (each limit, --init, the work-dir tmpfs and binds) from the probe image\n"
+            "(default localhost/airlock/base:bookworm, made by `airlock base-image`).\n"
+            "Exit 0 if it works; else exit 3 with a message naming what is missing\n"
+            "(catatonit for --init, runc, the probe image, ...). scripts/setup.sh ends with it."
+        ),
+    )
+    p.add_argument("--runtime", metavar="NAME",
+                   help="sandbox runtime: auto, podman, dagger (default AIRLOCK_RUNTIME or auto)")
+
+
 async def cmd_dev(ns: argparse.Namespace) -> int:
     from executor.main import install_signal_handlers
     from executor.runtime.base import RuntimeUnavailable
