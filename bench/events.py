@@ -7,15 +7,24 @@ process subscribes to the stream. Latency is from the moment the state-changing 
 (its transaction committed) to the subscriber's receipt (wall clocks of one host). Also shown:
 from the row's own timestamp, taken before its transaction began (an upper bound).
 
+The same steady load is measured twice: with nothing else running (idle), and under run load:
+an executor process (podman runtime) on the same machine with every slot busy with real
+sandboxes (the misbehave fixture's ``ok`` capability, submitted back to back), so sandbox
+starts, the executor's own state changes and the relay share the CPUs, as in a small
+deployment. Under run load the executor's events (RUNNING, SUCCEEDED) are measured too, from
+their row timestamps.
+
 The baseline, measured in the same run against the same server: a bare JetStream publish
 (awaiting the ack) to a stream of its own, to a subscriber in this process, at the same rate;
 and the same with many publishes in flight, for throughput.
 
-    python bench/events.py            # 200 events/s for 10 s; a 5,000-event backlog
-    python bench/events.py --quick    # 2 s; a 1,000-event backlog (smoke)
+    python bench/events.py                 # 200 events/s for 10 s; a 5,000-event backlog
+    python bench/events.py --quick         # 2 s; a 1,000-event backlog (smoke)
+    python bench/events.py --load-slots 0  # no run-load phase (no podman needed)
 
-Targets: commit-to-subscriber p99 <= 50 ms under steady load; backlog drain >= 1,000 events/s.
-Prints a table, then one JSON line.
+Targets: commit-to-subscriber p99 <= 50 ms under steady load (idle); backlog drain >= 1,000
+events/s. Under run load the figures are reported, not judged. Prints tables, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -156,6 +165,66 @@ class Arrivals:
 
 
 @contextlib.contextmanager
+def executor_process(db_url: str, slots: int, tag: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An executor with the podman runtime in its own process, as deployed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRLOCK_DATABASE_URL": db_url,
+           "AIRLOCK_RUNTIME": "podman", "AIRLOCK_SLOTS": str(slots),
+           "AIRLOCK_EXECUTOR_ID": f"bench-events-{tag}", "AIRLOCK_HEARTBEAT_SECONDS": "1",
+           "AIRLOCK_POLL_SECONDS": "0.5", "AIRLOCK_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "executor.main"], cwd=REPO, env=env,
+                            stdout=sys.stderr, stderr=sys.stderr)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class RunLoad:
+    """Keeps ``2 * slots`` sandbox runs submitted (so every executor slot stays busy) until
+    stopped; counts the runs that finished while it was measuring."""
+
+    def __init__(self, runs: Any, who: Any, slots: int) -> None:
+        self.runs, self.who, self.slots = runs, who, slots
+        self.outstanding: set[str] = set()
+        self.finished: dict[str, str] = {}  # run id -> terminal state
+        self.stop = asyncio.Event()
+        self.errors = 0
+
+    async def loop(self) -> None:
+        from server.services.runs import SubmitRequest
+
+        req = SubmitRequest(agent="misbehave", capability="ok", input_json="{}")
+        while not self.stop.is_set():
+            try:
+                while len(self.outstanding) < 2 * self.slots:
+                    self.outstanding.add((await self.runs.submit(self.who, req))[0].id)
+                for run_id in list(self.outstanding):
+                    run = await self.runs.get(run_id)
+                    if run.state.terminal:
+                        self.outstanding.discard(run_id)
+                        self.finished[run_id] = run.state.value
+            except Exception as e:
+                self.errors += 1
+                log(f"run load: {type(e).__name__}: {e}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.2)
+
+    async def wait_finished(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.finished) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"run load: {len(self.finished)} of {n} sandbox runs "
+                                   f"finished in {timeout:.0f} s; is the executor running?")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
 def relay_process(db_url: str, stream: str, prefix: str) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "AIRLOCK_DATABASE_URL": db_url,
            "AIRLOCK_NATS_URL": NATS_URL, "AIRLOCK_NATS_STREAM": stream,
@@ -231,8 +300,9 @@ async def baseline(js: Any, arrivals: Arrivals, subject: str, *, rate: float, se
     ids = {f"{tag}b{i}" for i in range(burst)}
     await arrivals.wait_for(ids, 60)
     last = max((arrivals.got[i][0] for i in ids if i in arrivals.got), default=time.time())
-    return {"n": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-            "max_ms": max(lat, default=float("nan")), "throughput": burst / max(last - t1, 1e-9)}
+    return {"n": len(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99), "max_ms": max(lat, default=float("nan")),
+            "throughput": burst / max(last - t1, 1e-9)}
 
 
 async def steady(runs: Any, who: Any, arrivals: Arrivals, *, rate: float, seconds: float,
@@ -277,10 +347,46 @@ async def steady(runs: Any, who: Any, arrivals: Arrivals, *, rate: float, second
     upper = arrivals.latencies_ms(sent)  # from the row's timestamp, taken before the transaction
     return {"n": len(lat), "sent": len(sent),
             "missing": 0 if ok else len(sent - set(arrivals.got)), "errors": errors,
-            "rate": achieved, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-            "max_ms": max(lat, default=float("nan")),
+            "rate": achieved, "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99), "max_ms": max(lat, default=float("nan")),
             "from_row_time_p50_ms": percentile(upper, 50),
+            "from_row_time_p95_ms": percentile(upper, 95),
             "from_row_time_p99_ms": percentile(upper, 99)}
+
+
+async def under_run_load(runs: Any, who: Any, arrivals: Arrivals, url: str, tag: str, *,
+                         slots: int, rate: float, seconds: float) -> dict[str, Any]:
+    """The steady measurement again, while an executor process keeps ``slots`` sandboxes
+    running on this machine; plus the executor's own events (row timestamp -> subscriber)."""
+    load = RunLoad(runs, who, slots)
+    with executor_process(url, slots, tag) as proc:
+        feeder = asyncio.create_task(load.loop())
+        try:
+            await load.wait_finished(slots, 180)  # warm: image cached, every slot has run
+            if proc.poll() is not None:
+                raise RuntimeError(f"executor exited with {proc.returncode}")
+            before = set(load.finished)
+            t0 = time.time()
+            res = await steady(runs, who, arrivals, rate=rate, seconds=seconds)
+            elapsed = time.time() - t0
+            during = set(load.finished) - before
+        finally:
+            load.stop.set()
+            await feeder
+    states = [load.finished[i] for i in during]
+    # The executor's events of the runs that finished meanwhile (auto-approved, so QUEUED is
+    # sequence 1): RUNNING (2) and the outcome (3).
+    mine = {f"{i}.{seq}" for i in during for seq in (2, 3)}
+    await arrivals.wait_for(mine, 30)
+    ex_lat = arrivals.latencies_ms(mine)
+    res.update({"slots": slots, "sandbox_runs": len(during),
+                "sandbox_runs_per_s": len(during) / max(elapsed, 1e-9),
+                "sandbox_runs_succeeded": states.count("SUCCEEDED"),
+                "load_errors": load.errors, "executor_events": len(ex_lat),
+                "executor_events_p50_ms": percentile(ex_lat, 50),
+                "executor_events_p95_ms": percentile(ex_lat, 95),
+                "executor_events_p99_ms": percentile(ex_lat, 99)})
+    return res
 
 
 async def make_backlog(runs: Any, who: Any, events: int) -> set[str]:
@@ -304,6 +410,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     import nats
 
     from bench._common import spawn_server
+    from bench.sandbox import AGENT_DIR, ensure_image
     from server.app import build_services
     from server.domain.policy import Policy
     from server.domain.principal import Principal, Role
@@ -318,6 +425,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         services = build_services(store, ServerSettings(database_url=url), Policy())
         who = Principal(key_id="bench", owner="bench", role=Role.ADMIN)
         await services.registry.register(who, MANIFEST)
+        if args.load_slots:
+            log("run load: building/reusing the offline base and the misbehave image ...")
+            await asyncio.to_thread(ensure_image, None)
+            await services.registry.register(who, (AGENT_DIR / "agent.yaml").read_text()
+                                             .replace("risk: critical", "risk: low"))
         nc = await nats.connect(NATS_URL)
         js = nc.jetstream()
         receiver = None
@@ -339,6 +451,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"steady: {args.rate:.0f} state changes/s for {args.seconds:.0f} s ...")
                 load = await steady(services.runs, who, arrivals, rate=args.rate,
                                     seconds=args.seconds)
+                loaded = None
+                if args.load_slots:
+                    log(f"under run load: the same, with {args.load_slots} sandboxes running "
+                        "...")
+                    loaded = await under_run_load(services.runs, who, arrivals, url, tag,
+                                                  slots=args.load_slots, rate=args.rate,
+                                                  seconds=args.seconds)
                 relay.send_signal(signal.SIGTERM)  # the outage: no relay
                 relay.wait(15)
             log(f"outage: {args.backlog} events committed with no relay ...")
@@ -361,19 +480,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     await js.delete_stream(name)
             await nc.close()
             await store.dispose()
-    return {"baseline": base, "steady": load, "drain": drain}
+    return {"baseline": base, "steady": load, "loaded": loaded, "drain": drain}
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    b, s, d = res["baseline"], res["steady"], res["drain"]
-    print_table([
+    b, s, d, u = res["baseline"], res["steady"], res["drain"], res["loaded"]
+    nan = float("nan")
+    rows = [
         ["baseline: JetStream publish -> subscriber", b["n"], f"{args.rate:.0f}/s",
-         b["p50_ms"], b["p99_ms"], b["max_ms"]],
-        ["relay: commit -> subscriber", s["n"], f"{s['rate']:.0f}/s", s["p50_ms"], s["p99_ms"],
-         s["max_ms"]],
-        ["relay: row timestamp (before its tx) -> subscriber", s["n"], f"{s['rate']:.0f}/s",
-         s["from_row_time_p50_ms"], s["from_row_time_p99_ms"], float("nan")],
-    ], ["latency", "events", "rate", "p50 ms", "p99 ms", "max ms"])
+         b["p50_ms"], b["p95_ms"], b["p99_ms"], b["max_ms"]],
+        ["relay, idle: commit -> subscriber", s["n"], f"{s['rate']:.0f}/s", s["p50_ms"],
+         s["p95_ms"], s["p99_ms"], s["max_ms"]],
+        ["relay, idle: row timestamp (before its tx) -> subscriber", s["n"],
+         f"{s['rate']:.0f}/s", s["from_row_time_p50_ms"], s["from_row_time_p95_ms"],
+         s["from_row_time_p99_ms"], nan],
+    ]
+    if u is not None:
+        rows += [
+            [f"relay, {u['slots']} sandboxes running: commit -> subscriber", u["n"],
+             f"{u['rate']:.0f}/s", u["p50_ms"], u["p95_ms"], u["p99_ms"], u["max_ms"]],
+            [f"relay, {u['slots']} sandboxes running: executor's events, row time -> sub.",
+             u["executor_events"], f"{u['sandbox_runs_per_s']:.1f} runs/s",
+             u["executor_events_p50_ms"], u["executor_events_p95_ms"],
+             u["executor_events_p99_ms"], nan],
+        ]
+    print_table(rows, ["latency", "events", "rate", "p50 ms", "p95 ms", "p99 ms", "max ms"])
     print()
     print_table([
         ["baseline: JetStream publish+ack -> subscriber (256 in flight)", args.backlog,
@@ -398,6 +529,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             "rate_per_s": args.rate, "duration_s": args.seconds,
             "baseline": {k: r(v) for k, v in b.items()},
             "steady": {k: r(v) for k, v in s.items()},
+            "loaded": None if u is None else {k: r(v) for k, v in u.items()},
             "drain": {k: r(v) for k, v in d.items()},
             "targets": targets, "all_targets_met": all(targets.values())}
 
@@ -407,6 +539,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=200.0, help="state changes per second")
     p.add_argument("--seconds", type=float, default=10.0, help="steady-load duration")
     p.add_argument("--backlog", type=int, default=5000, help="events committed during the outage")
+    p.add_argument("--load-slots", type=int, default=2,
+                   help="sandboxes kept running during the run-load phase (0: skip it)")
     p.add_argument("--quick", action="store_true", help="2 s and a 1,000-event backlog")
     args = p.parse_args()
     if args.quick:
