@@ -22,11 +22,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from agents.build import default_tag
-from agents.limits import CEILING_LIMITS, DEFAULT_LIMITS, Limits
-from agents.manifest import SECRET_RE, LimitsSpec, Manifest, ManifestError, load_manifest
+from agents.inputs import InputMismatch, check_input
+from agents.limits import DEFAULT_LIMITS, Limits, LimitsRefused, resolve_limits
+from agents.manifest import SECRET_RE, Manifest, ManifestError, load_manifest
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -158,19 +157,15 @@ def cmd_build(ns: argparse.Namespace) -> int:
 
 def resolve_local_limits(m: Manifest, *, memory_mib: int | None, timeout_seconds: float | None,
                          ) -> Limits:
-    """The limits the control plane would give this run: deployment defaults, overlaid by the
-    manifest's defaults and the request; refused above the manifest's (or deployment's) max."""
-    base = DEFAULT_LIMITS.overlay(m.limits.default)
-    ceiling = CEILING_LIMITS.overlay(m.limits.max)
+    """The limits the control plane would give this run (``agents.limits.resolve_limits``)."""
     try:
-        wanted = base.overlay(LimitsSpec(memory_mib=memory_mib, timeout_seconds=timeout_seconds))
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise AgentCliError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    for name in wanted.exceeds(ceiling):
-        raise AgentCliError(f"limits.{name}: {getattr(wanted, name)} exceeds this agent's "
-                            f"maximum {getattr(ceiling, name)}")
-    return wanted
+        limits, _ = resolve_limits({"memory_mib": memory_mib, "timeout_seconds": timeout_seconds},
+                                   m.limits.default, m.limits.max)
+    except LimitsRefused as e:
+        if e.above_maximum:
+            raise AgentCliError(str(e)) from None
+        raise AgentCliError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+    return limits
 
 
 def _secrets(m: Manifest, items: list[str]) -> dict[str, bytes]:
@@ -193,8 +188,6 @@ def _secrets(m: Manifest, items: list[str]) -> dict[str, bytes]:
 
 
 def _input(m: Manifest, capability: str, text: str) -> Any:
-    import jsonschema
-
     cap = m.capability(capability)
     if cap is None:
         names = ", ".join(c.name for c in m.capabilities)
@@ -210,11 +203,10 @@ def _input(m: Manifest, capability: str, text: str) -> Any:
         payload = json.loads(text)
     except json.JSONDecodeError as e:
         raise AgentCliError(f"--input: not valid JSON: {e}") from None
-    validator = jsonschema.Draft202012Validator(cap.input_schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-    if error is not None:
-        raise AgentCliError(f"input does not match the input schema at {error.json_path}: "
-                            f"{error.message[:300]}")
+    try:
+        check_input(cap, payload)
+    except InputMismatch as e:
+        raise AgentCliError(str(e)) from None
     return payload
 
 
@@ -340,6 +332,8 @@ async def cmd_register(ns: argparse.Namespace) -> int:
 
 def register(cli: _Commands) -> None:
     """Add ``airlock agent …`` to the ``airlock`` command line (see ``server.cli.REGISTRARS``)."""
+    from executor.runtime.registry import runtime_names  # names only; no runtime is imported
+
     agent = cli.group("agent", help="agent authors: validate, build, try and register an agent",
                       description="Commands for agent authors, working on an agent folder "
                                   "(agent.yaml, Containerfile, code).")
@@ -380,7 +374,7 @@ def register(cli: _Commands) -> None:
     p.add_argument("--secret", action="append", default=[], metavar="NAME=VALUE",
                    help="a secret for the run (repeatable); NAME alone takes $NAME")
     p.add_argument("--runtime", default=os.environ.get("AIRLOCK_RUNTIME", "auto"),
-                   choices=("auto", "podman", "dagger"),
+                   choices=runtime_names(),
                    help="sandbox runtime (env AIRLOCK_RUNTIME; default auto)")
     p.add_argument("--rebuild", action="store_true", help="build the image even if it exists")
     p.add_argument("--base-image", default=None, metavar="IMAGE",

@@ -1,8 +1,15 @@
-"""Resolved resource limits: the one place where defaults, manifest and run requests meet."""
+"""Resolved resource limits: the one place where defaults, manifest and run requests meet.
+
+``resolve_limits`` is used by the control plane at submit and by ``airlock agent run-local``,
+so a run gets the same limits (and the same refusals) from both.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+
+from pydantic import ValidationError
 
 from agents.manifest import LimitsSpec
 
@@ -37,3 +44,39 @@ DEFAULT_LIMITS = Limits()
 CEILING_LIMITS = Limits(
     memory_mib=8192, timeout_seconds=3600, pids=1024, cpus=4, output_kib=16384, log_kib=16384
 )
+
+
+class LimitsRefused(ValueError):
+    """Raised when a requested limit is malformed or above the agent's maximum.
+
+    ``field`` is the limit's name (``memory_mib``); ``above_maximum`` tells the two apart.
+    """
+
+    def __init__(self, field: str, problem: str, *, above_maximum: bool) -> None:
+        super().__init__(f"limits.{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.above_maximum = above_maximum
+
+
+def resolve_limits(requested: Mapping[str, object] | None, default: LimitsSpec | None = None,
+                   maximum: LimitsSpec | None = None) -> tuple[Limits, Limits]:
+    """(limits for the run, the agent's defaults).
+
+    The deployment defaults overlaid by the manifest's ``default`` and then by the fields the
+    request sets (None or absent: not set); refused above the manifest's ``max`` (itself
+    within the deployment ceiling).
+    """
+    base = DEFAULT_LIMITS.overlay(default)
+    ceiling = CEILING_LIMITS.overlay(maximum)
+    try:
+        spec = LimitsSpec.model_validate(dict(requested or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise LimitsRefused(".".join(str(x) for x in err["loc"]), err["msg"],
+                            above_maximum=False) from None
+    wanted = base.overlay(spec)
+    for name in wanted.exceeds(ceiling):
+        raise LimitsRefused(name, f"{getattr(wanted, name)} exceeds this agent's maximum "
+                            f"{getattr(ceiling, name)}", above_maximum=True)
+    return wanted, base

@@ -32,10 +32,7 @@ async def open_store(url: str, pool_size: int = 4) -> tuple[Store, PgListener | 
 async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     url = settings.database_url.get_secret_value()
     telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # issue #4
-    runtime = await resolve_runtime(settings.runtime, executor_id=settings.executor_id,
-                                    work_root=settings.podman_work_root,
-                                    probe_image=settings.podman_probe_image,
-                                    engine_has_egress=settings.engine_has_egress)
+    runtime = await resolve_runtime(settings.runtime, **settings.model_dump())
     store, listener = await open_store(url, settings.db_pool_size)
     ex = Executor(settings, store, runtime)
     relay: asyncio.Task[None] | None = None

@@ -17,8 +17,8 @@ from typing import Any
 import jsonschema
 
 from agents.limits import Limits
+from agents.states import OUTCOME_STATES, RunState
 from executor.runtime.base import SandboxResult, Termination
-from server.domain.states import OUTCOME_STATES, RunState
 
 _MAX_DETAIL = 300  # keeps reasons readable: instances in schema errors can be megabytes
 _MAX_ERROR_CODE = 100

@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from agents.errors import FailedPrecondition
 from executor.runtime.base import SecretValue
-from server.domain.errors import FailedPrecondition
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
 

@@ -7,8 +7,10 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from executor.runtime.registry import check_name, runtime_names
 
 
 def _default_id() -> str:
@@ -24,8 +26,8 @@ class ExecutorSettings(BaseSettings):
                                     description="the control plane's database")
     db_pool_size: int = Field(default=4, ge=1, le=100, description="PostgreSQL connections at most")
     executor_id: str = Field(default_factory=_default_id, description="unique per process")
-    runtime: str = Field(default="auto", pattern="^(auto|podman|dagger)$",
-                         description="sandbox runtime: auto (dagger if reachable, else podman)")
+    runtime: str = Field(default="auto", description="sandbox runtime: one of "
+                         f"{', '.join(runtime_names())} (auto: dagger if reachable, else podman)")
     engine_has_egress: bool = Field(
         default=False, description="dagger runtime only: the engine can reach the internet, so this "
         "executor takes only runs granted network egress (and an engine without takes none of them)")
@@ -51,3 +53,8 @@ class ExecutorSettings(BaseSettings):
         "start-up; made by `airlock base-image`")
     otlp_endpoint: str | None = Field(default=None,
                                       description="OTLP/HTTP endpoint for traces and metrics")
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        return check_name(value)  # the registry's names, so a new runtime needs no edit here

@@ -45,7 +45,9 @@ def register_executor(cli: Commands) -> None:
         ),
     )
     p.add_argument("--slots", type=int, help="runs at once (default AIRLOCK_SLOTS or 2)")
-    p.add_argument("--runtime", choices=["auto", "podman", "dagger"],
+    from executor.runtime.registry import runtime_names
+
+    p.add_argument("--runtime", choices=runtime_names(),
                    help="sandbox runtime (default AIRLOCK_RUNTIME or auto)")
 
 

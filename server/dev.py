@@ -22,10 +22,7 @@ log = logging.getLogger(__name__)
 
 async def run_dev(server: ServerSettings, executor: ExecutorSettings, stop: asyncio.Event,
                   *, ready: asyncio.Event | None = None) -> None:
-    runtime = await resolve_runtime(executor.runtime, executor_id=executor.executor_id,
-                                    work_root=executor.podman_work_root,
-                                    probe_image=executor.podman_probe_image,
-                                    engine_has_egress=executor.engine_has_egress)
+    runtime = await resolve_runtime(executor.runtime, **executor.model_dump())
     cp = ControlPlane(server)
     await cp.start()
     # Same store (and so the same SQLite writer lock and wake-ups) as the control plane.

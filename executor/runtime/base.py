@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
+from agents.errors import Unavailable
 from agents.limits import Limits
-from server.domain.errors import Unavailable
 
 # Where the agent contract puts things inside every sandbox.
 INPUT_PATH = "/airlock/input.json"
@@ -131,3 +133,36 @@ class SandboxRuntime(Protocol):
 
     async def reap(self, run_id: str) -> int:
         """Remove any sandbox left for ``run_id`` (e.g. after an executor crash); return count."""
+
+
+class RuntimeSettings(BaseModel):
+    """A runtime's own options, built from the executor's settings.
+
+    The registry validates this model from the values of ``ExecutorSettings`` (one source of
+    ``AIRLOCK_`` variables, read once per process): each runtime declares the options it takes,
+    by field name or ``validation_alias`` (``podman_work_root`` -> ``work_root``), and ignores
+    the rest.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+SettingsT = TypeVar("SettingsT", bound=RuntimeSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeFactory(Generic[SettingsT]):
+    """How the registry builds one runtime: its settings model and a constructor taking it.
+
+    ``probe``, when set, is a quick look used only by ``auto``: it returns None when the runtime
+    is worth a full ``check()`` here, else why not (``auto`` then moves on without a session).
+    """
+
+    settings: type[SettingsT]
+    create: Callable[[SettingsT], SandboxRuntime]
+    probe: Callable[[], Awaitable[str | None]] | None = None
+
+    def build(self, options: Mapping[str, Any]) -> SandboxRuntime:
+        """A runtime (not yet checked) from executor setting values; raises ``ValueError``
+        (pydantic's ``ValidationError``) naming an option of the wrong type."""
+        return self.create(self.settings.model_validate(dict(options)))

@@ -5,7 +5,7 @@ Limits: Dagger's ``withExec`` has none, so every exec runs the agent under
 side adds an ``asyncio.timeout`` backstop in case the engine itself stalls.
 
 Network: ``withExec`` has no switch to turn the network off. Egress is denied by where the
-engine runs: on an internal-only network (docker-compose), as DESIGN.md says. The runtime
+engine runs: on an internal-only network (docker-compose), see docs/security.md. The runtime
 cannot check that, so it is told (``engine_has_egress``) and refuses runs the engine cannot
 honour instead of running them with the wrong network.
 
@@ -35,6 +35,8 @@ import dagger
 
 from executor.runtime.base import (
     RunSpec,
+    RuntimeFactory,
+    RuntimeSettings,
     RuntimeUnavailable,
     SandboxResult,
     Termination,
@@ -417,3 +419,26 @@ class DaggerRuntime:
             detail=detail,
             image_digest=image_digest,
         )
+
+
+class DaggerSettings(RuntimeSettings):
+    """The Dagger runtime's options (``engine_has_egress`` is ``AIRLOCK_ENGINE_HAS_EGRESS``)."""
+
+    engine_has_egress: bool = False
+    start_timeout_seconds: float = 300.0
+    backstop_grace_seconds: float = 30.0
+    kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS
+    cancel_wait_seconds: float = 1.0
+    check_timeout_seconds: float = 30.0
+
+
+async def _auto_probe() -> str | None:
+    """For ``auto``: only an engine that positively answers a quick probe is worth a session."""
+    return None if await engine_reachable() else "dagger: no engine reachable"
+
+
+FACTORY = RuntimeFactory(
+    settings=DaggerSettings,
+    create=lambda s: DaggerRuntime(**s.model_dump()),
+    probe=_auto_probe,
+)

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices, Field
+
 from agents.limits import Limits
 from executor.base_image import DEFAULT_TAG as DEFAULT_PROBE_IMAGE
 from executor.runtime.base import (
@@ -49,6 +51,8 @@ from executor.runtime.base import (
     OUTPUT_PATH,
     SECRETS_DIR,
     RunSpec,
+    RuntimeFactory,
+    RuntimeSettings,
     RuntimeUnavailable,
     SandboxResult,
     Termination,
@@ -613,3 +617,19 @@ class PodmanRuntime:
         for name in leftovers:
             await asyncio.to_thread(self._cleanup_host, name)
         return len(names)
+
+
+class PodmanSettings(RuntimeSettings):
+    """The podman runtime's options, from ``AIRLOCK_PODMAN_*`` and ``AIRLOCK_EXECUTOR_ID``."""
+
+    podman: str = "podman"
+    global_options: tuple[str, ...] = GLOBAL_OPTIONS
+    work_root: Path = Field(default=Path("/run/airlock"),
+                            validation_alias=AliasChoices("work_root", "podman_work_root"))
+    cgroup_parent: str = "airlock"
+    executor_id: str | None = None
+    probe_image: str = Field(default=DEFAULT_PROBE_IMAGE,
+                             validation_alias=AliasChoices("probe_image", "podman_probe_image"))
+
+
+FACTORY = RuntimeFactory(settings=PodmanSettings, create=lambda s: PodmanRuntime(**s.model_dump()))

@@ -1,94 +1,102 @@
-"""The one factory that turns a configured runtime name into a usable ``SandboxRuntime``.
+"""The one table of sandbox runtimes: a configured name to a checked ``SandboxRuntime``.
 
-``auto`` prefers a reachable Dagger engine (production) and falls back to podman. If nothing
-can sandbox here it raises ``RuntimeUnavailable``: Airlock never runs an agent unsandboxed.
+Each runtime lives in its own module, which exports ``FACTORY`` (a ``RuntimeFactory``: the
+runtime's settings model and a constructor taking it). ``RUNTIMES`` names those modules; they
+are imported only when their runtime is wanted (dagger-io is heavy and may be absent on a host
+that only runs podman). Adding a runtime is one module plus one line in ``RUNTIMES`` (and in
+``AUTO_ORDER`` if ``auto`` should consider it).
+
+``auto`` tries ``AUTO_ORDER`` in turn: a runtime with a quick probe is skipped unless the
+probe says it is worth trying; the first whose ``check()`` passes wins. If nothing can sandbox
+here it raises ``RuntimeUnavailable``: Airlock never runs an agent unsandboxed.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 from typing import Any
 
-from executor.runtime.base import RuntimeUnavailable, SandboxRuntime
+from executor.runtime.base import RuntimeFactory, RuntimeUnavailable, SandboxRuntime
 
 log = logging.getLogger(__name__)
 
-RUNTIME_NAMES = ("auto", "dagger", "podman")
+AUTO = "auto"
+# name -> "module:attribute" of its RuntimeFactory
+RUNTIMES: dict[str, str] = {
+    "dagger": "executor.runtime.dagger:FACTORY",
+    "podman": "executor.runtime.podman:FACTORY",
+}
+# What ``auto`` prefers: a reachable Dagger engine (production), else podman.
+AUTO_ORDER: tuple[str, ...] = ("dagger", "podman")
 
 
-def _accepted(cls: type, opts: dict[str, Any]) -> dict[str, Any]:
-    """Options may be meant for either runtime (the executor passes one set for both):
-    give each only what its constructor accepts."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return opts
-    return {k: v for k, v in opts.items() if k in params}
+def runtime_names() -> tuple[str, ...]:
+    """Every name a runtime may be configured with (``auto`` first)."""
+    return (AUTO, *RUNTIMES)
 
 
-async def _dagger(opts: dict[str, Any], *, require: bool) -> SandboxRuntime | None:
-    # Imported lazily: dagger-io is heavy, and the module may be absent or broken on a host
-    # that only runs podman.
+def check_name(name: str) -> str:
+    """``name`` if it is a configurable runtime, else ``ValueError`` listing the names."""
+    if name not in runtime_names():
+        raise ValueError(f"unknown sandbox runtime {name!r}; expected one of "
+                         f"{', '.join(runtime_names())}")
+    return name
+
+
+def load_factory(name: str) -> RuntimeFactory[Any]:
+    """Import the factory of runtime ``name``; ``RuntimeUnavailable`` if its module fails."""
+    module_name, _, attr = RUNTIMES[check_name(name)].partition(":")
     try:
-        mod = importlib.import_module("executor.runtime.dagger")
-    except Exception as e:
-        if require:
-            raise RuntimeUnavailable(f"dagger runtime: cannot import it: {e}") from e
-        log.info("dagger runtime not importable: %s", e)
+        factory = getattr(importlib.import_module(module_name), attr)
+    except Exception as e:  # absent or broken dependency (e.g. dagger-io)
+        raise RuntimeUnavailable(f"{name} runtime: cannot import it: {e}") from e
+    if not isinstance(factory, RuntimeFactory):
+        raise TypeError(f"{RUNTIMES[name]} is not a RuntimeFactory")
+    return factory
+
+
+async def _checked(factory: RuntimeFactory[Any], options: dict[str, Any]) -> SandboxRuntime:
+    runtime = factory.build(options)
+    await runtime.check()
+    return runtime
+
+
+async def _why_not(name: str, factory: RuntimeFactory[Any]) -> str | None:
+    """``auto`` only: None if ``name`` is worth a full check here, else the reason to skip."""
+    if factory.probe is None:
         return None
-    if not require:
-        # auto-detection: only a positive quick probe counts (never a slow session attempt)
-        try:
-            reachable = bool(await mod.engine_reachable())
-        except Exception as e:
-            reachable = False
-            log.info("dagger engine probe failed: %s", e)
-        if not reachable:
-            return None
-    # Explicitly configured: DaggerRuntime.check() opens a real session, which also covers
-    # runners a quick probe cannot see (docker-container://, ...).
-    runtime: SandboxRuntime = mod.DaggerRuntime(
-        **_accepted(mod.DaggerRuntime, opts)
-    )
-    await runtime.check()
-    return runtime
+    try:
+        return await factory.probe()
+    except Exception as e:
+        log.info("%s runtime probe failed: %s", name, e)
+        return f"{name}: probe failed ({e})"
 
 
-async def _podman(opts: dict[str, Any]) -> SandboxRuntime:
-    from executor.runtime.podman import PodmanRuntime
+async def resolve_runtime(name: str, /, **options: Any) -> SandboxRuntime:
+    """Return a checked runtime for ``name`` (``auto`` or a key of ``RUNTIMES``).
 
-    runtime = PodmanRuntime(**_accepted(PodmanRuntime, opts))
-    await runtime.check()
-    return runtime
-
-
-async def resolve_runtime(name: str, **opts: Any) -> SandboxRuntime:
-    """Return a checked runtime for ``name`` (``auto``, ``dagger`` or ``podman``).
-
-    ``opts`` go to the runtime's constructor. Raises ``ValueError`` for an unknown name and
-    ``RuntimeUnavailable`` when the runtime (or, for ``auto``, every runtime) is unusable.
+    ``options`` are executor setting values by name (``ExecutorSettings.model_dump()``, or a
+    few in tests); each runtime's settings model takes those it declares. Raises
+    ``ValueError`` for an unknown name or a malformed option and ``RuntimeUnavailable`` when
+    the runtime (or, for ``auto``, every runtime) is unusable.
     """
-    if name not in RUNTIME_NAMES:
-        raise ValueError(f"unknown sandbox runtime {name!r}; expected one of {RUNTIME_NAMES}")
-    if name == "dagger":
-        runtime = await _dagger(opts, require=True)
-        assert runtime is not None
-        return runtime
-    if name == "podman":
-        return await _podman(opts)
+    if check_name(name) != AUTO:
+        return await _checked(load_factory(name), options)
     reasons = []
-    try:
-        dagger = await _dagger(opts, require=False)
-    except RuntimeUnavailable as e:  # reachable but its check failed
-        reasons.append(str(e))
-        dagger = None
-    if dagger is not None:
-        return dagger
-    if not reasons:
-        reasons.append("dagger: no engine reachable")
-    try:
-        return await _podman(opts)
-    except RuntimeUnavailable as e:
-        reasons.append(str(e))
+    for candidate in AUTO_ORDER:
+        try:
+            factory = load_factory(candidate)
+        except RuntimeUnavailable as e:
+            log.info("%s", e)
+            reasons.append(str(e))
+            continue
+        skip = await _why_not(candidate, factory)
+        if skip is not None:
+            reasons.append(skip)
+            continue
+        try:
+            return await _checked(factory, options)
+        except RuntimeUnavailable as e:
+            reasons.append(str(e))
     raise RuntimeUnavailable("no sandbox runtime usable: " + "; ".join(reasons))

@@ -1,57 +1,31 @@
 """Domain errors. They know nothing of gRPC: ``server.transport.errors`` maps groups to codes.
 
-Each concrete error says in its docstring when it is raised and builds its own message.
+The root ``AirlockError`` and the meaning groups are defined in ``agents.errors`` (the bottom
+layer, so the executor's errors share the root) and re-exported here. Each concrete error
+says in its docstring when it is raised and builds its own message.
 """
 
 from __future__ import annotations
 
+from agents.errors import (
+    AirlockError,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 
-class AirlockError(Exception):
-    """Root of every error Airlock reports to a caller."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-# --- meaning groups (one gRPC code each) ------------------------------------------------------
-
-
-class InvalidArgument(AirlockError):
-    """The request is malformed; ``field`` names the offending field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-class NotFound(AirlockError):
-    """The named thing does not exist (or the caller may not know it does)."""
-
-
-class AlreadyExists(AirlockError):
-    """Creating something that exists, with different content."""
-
-
-class FailedPrecondition(AirlockError):
-    """The request is valid but the system is not in a state that allows it."""
-
-
-class PermissionDenied(AirlockError):
-    """The caller is known but may not do this."""
-
-
-class Unauthenticated(AirlockError):
-    """No valid credentials were presented."""
-
-
-class ResourceExhausted(AirlockError):
-    """A size or rate limit was hit."""
-
-
-class Unavailable(AirlockError):
-    """A dependency is down; retrying later may work."""
+__all__ = [  # noqa: RUF022  (the root and meaning groups, from agents.errors, then concrete errors)
+    "AirlockError", "AlreadyExists", "FailedPrecondition", "InvalidArgument", "NotFound",
+    "PermissionDenied", "ResourceExhausted", "Unauthenticated", "Unavailable",
+    "AgentNotFound", "AlreadyDecided", "ApprovalClosed", "ApprovalNotFound", "IdempotencyConflict",
+    "IllegalTransition", "KeyNotFound", "NoLiveVersion", "RunNotFound", "SelfApprovalRefused",
+    "VersionDeprecated", "VersionExists",
+]
 
 
 # --- concrete errors --------------------------------------------------------------------------

@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import jsonschema
-from pydantic import ValidationError
-
-from agents.limits import CEILING_LIMITS, DEFAULT_LIMITS, Limits
-from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE, LimitsSpec
+from agents.inputs import InputMismatch, check_input
+from agents.limits import LimitsRefused, resolve_limits
+from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE
 from server.domain.errors import (
     AgentNotFound,
     IdempotencyConflict,
@@ -52,33 +50,11 @@ class SubmitRequest:
     traceparent: str = ""
 
 
-def resolve_limits(req: dict[str, float] | None, default: LimitsSpec, maximum: LimitsSpec,
-                   ) -> tuple[Limits, Limits]:
-    """(limits for the run, the version's defaults); ``InvalidArgument`` names the field."""
-    base = DEFAULT_LIMITS.overlay(default)
-    ceiling = CEILING_LIMITS.overlay(maximum)
-    try:
-        spec = LimitsSpec.model_validate(req or {})
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise InvalidArgument(f"limits.{loc}", err["msg"]) from None
-    wanted = base.overlay(spec)
-    for name in wanted.exceeds(ceiling):
-        raise InvalidArgument(f"limits.{name}", f"{getattr(wanted, name)} exceeds this agent's "
-                              f"maximum {getattr(ceiling, name)}")
-    return wanted, base
-
-
 def request_hash(req: SubmitRequest, parsed_input: Any) -> str:
     doc = {"agent": req.agent, "version": req.version, "capability": req.capability,
            "input": parsed_input, "network": req.network, "secrets": sorted(req.secrets),
            "limits": req.limits or {}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def schema_error(e: jsonschema.ValidationError) -> str:
-    return f"at {e.json_path}: {e.message[:300]}"
 
 
 class RunService:
@@ -126,17 +102,21 @@ class RunService:
         if cap is None:
             raise InvalidArgument("capability", f"{req.agent}@{version.version} has no capability "
                                   f"{req.capability!r}; it has {', '.join(c.name for c in m.capabilities)}")
-        err = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(cap.input_schema).iter_errors(payload))
-        if err is not None:
-            raise InvalidArgument("input_json", f"does not match the input schema {schema_error(err)}")
+        try:
+            check_input(cap, payload)
+        except InputMismatch as e:
+            raise InvalidArgument("input_json", f"does not match the input schema at {e.path}: "
+                                  f"{e.problem}") from None
         if req.network and not m.permissions.network:
             raise InvalidArgument("network", f"{req.agent}@{version.version} does not permit network egress")
         for i, name in enumerate(req.secrets):
             if name not in m.permissions.secrets:
                 raise InvalidArgument(f"secrets[{i}]", f"{req.agent}@{version.version} does not "
                                       f"declare secret {name!r}")
-        limits, default = resolve_limits(req.limits, m.limits.default, m.limits.max)
+        try:
+            limits, default = resolve_limits(req.limits, m.limits.default, m.limits.max)
+        except LimitsRefused as e:
+            raise InvalidArgument(f"limits.{e.field}", e.problem) from None
         risk = assess(version.risk, network=req.network, secrets=req.secrets, limits=limits,
                       default=default)
         rule = self.policy.rule_for(risk.risk)

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import dagger
-import jsonschema
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
 from agents.build import default_tag
 from agents.cli import resolve_local_limits
+from agents.inputs import InputMismatch, check_input
 from agents.manifest import Capability, Manifest, ManifestError, load_manifest_text
 from executor.results import Outcome, interpret
 from executor.runtime.base import RunSpec
@@ -103,11 +103,10 @@ def parse_input(manifest: Manifest, capability: str, text: str) -> tuple[Capabil
         payload = json.loads(text)
     except json.JSONDecodeError as e:
         raise AgentSourceError(f"input: not valid JSON: {e}") from None
-    validator = jsonschema.Draft202012Validator(cap.input_schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-    if error is not None:
-        raise AgentSourceError(
-            f"input does not match the input schema at {error.json_path}: {error.message[:300]}")
+    try:
+        check_input(cap, payload)
+    except InputMismatch as e:
+        raise AgentSourceError(str(e)) from None
     return cap, payload
 
 
