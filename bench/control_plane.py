@@ -81,6 +81,7 @@ async def serve_plane(url: str, profile: str | None) -> None:
     from server.app import ControlPlane
     from server.domain.policy import Policy
     from server.domain.principal import Role
+    from server.services.admin import CreateKeyRequest
     from server.settings import ServerSettings
 
     prof = None
@@ -92,8 +93,9 @@ async def serve_plane(url: str, profile: str | None) -> None:
                               http_listen="127.0.0.1:0", migrate_on_start=True)
     cp = ControlPlane(settings, policy=Policy())  # built-in policy: low risk is auto-approved
     await cp.start()
-    _, admin = await cp.services.admin.create_key("bench", "bench-admin", Role.ADMIN)
-    _, submitter = await cp.services.admin.create_key("bench", "bench-submitter", Role.SUBMITTER)
+    _, admin = await cp.services.admin.create_key("bench", CreateKeyRequest("bench-admin", Role.ADMIN))
+    _, submitter = await cp.services.admin.create_key(
+        "bench", CreateKeyRequest("bench-submitter", Role.SUBMITTER))
     if prof is not None:
         prof.enable()
     announce({"address": cp.grpc_address, "admin_token": admin, "token": submitter,

@@ -310,7 +310,7 @@ async def steady(runs: Any, who: Any, arrivals: Arrivals, *, rate: float, second
     """State changes at ``rate`` per second through the services, by a few paced workers
     (each: submit a run, QUEUED; cancel it, CANCELLED; ...). Few workers, so that no state
     change waits behind the generator's own backlog between its timestamp and its commit."""
-    from server.services.runs import SubmitRequest
+    from server.services.runs import CancelRequest, SubmitRequest
 
     committed: dict[str, float] = {}  # id -> wall time the committing call returned
     errors = 0
@@ -331,7 +331,7 @@ async def steady(runs: Any, who: Any, arrivals: Arrivals, *, rate: float, second
                     run_id = (await runs.submit(who, req))[0].id
                     committed[f"{run_id}.1"] = time.time()
                 else:
-                    await runs.cancel(who, run_id, "")
+                    await runs.cancel(who, CancelRequest(run_id))
                     committed[f"{run_id}.2"] = time.time()
                     run_id = ""
             except Exception as e:
@@ -390,7 +390,7 @@ async def under_run_load(runs: Any, who: Any, arrivals: Arrivals, url: str, tag:
 
 
 async def make_backlog(runs: Any, who: Any, events: int) -> set[str]:
-    from server.services.runs import SubmitRequest
+    from server.services.runs import CancelRequest, SubmitRequest
 
     ids: set[str] = set()
     req = SubmitRequest(agent=AGENT, capability="echo", input_json="{}")
@@ -399,7 +399,7 @@ async def make_backlog(runs: Any, who: Any, events: int) -> set[str]:
     async def one() -> None:
         async with sem:
             run, _ = await runs.submit(who, req)
-            await runs.cancel(who, run.id, "")
+            await runs.cancel(who, CancelRequest(run.id))
             ids.update({f"{run.id}.1", f"{run.id}.2"})
 
     await asyncio.gather(*(one() for _ in range(events // 2)))
@@ -414,6 +414,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from server.app import build_services
     from server.domain.policy import Policy
     from server.domain.principal import Principal, Role
+    from server.services.registry import RegisterRequest
     from server.settings import ServerSettings
     from server.store import Store, make_engine
 
@@ -424,12 +425,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         store = Store(make_engine(url=url, pool_size=10))
         services = build_services(store, ServerSettings(database_url=url), Policy())
         who = Principal(key_id="bench", owner="bench", role=Role.ADMIN)
-        await services.registry.register(who, MANIFEST)
+        await services.registry.register(who, RegisterRequest(MANIFEST))
         if args.load_slots:
             log("run load: building/reusing the offline base and the misbehave image ...")
             await asyncio.to_thread(ensure_image, None)
-            await services.registry.register(who, (AGENT_DIR / "agent.yaml").read_text()
-                                             .replace("risk: critical", "risk: low"))
+            await services.registry.register(who, RegisterRequest(
+                (AGENT_DIR / "agent.yaml").read_text().replace("risk: critical", "risk: low")))
         nc = await nats.connect(NATS_URL)
         js = nc.jetstream()
         receiver = None

@@ -31,7 +31,7 @@ async def open_store(url: str, pool_size: int = 4) -> tuple[Store, PgListener | 
 
 async def run_executor(settings: ExecutorSettings, stop: asyncio.Event) -> None:
     url = settings.database_url.get_secret_value()
-    telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # issue #4
+    telemetry = setup_telemetry("airlock-executor", settings.otlp_endpoint)  # OTLP if set
     runtime = await resolve_runtime(settings.runtime, **settings.model_dump())
     store, listener = await open_store(url, settings.db_pool_size)
     ex = Executor(settings, store, runtime)

@@ -154,7 +154,7 @@ class Executor:
                     actor=self.id, now=now, attempt=run.attempt + 1, lease_owner=self.id,
                     lease_expires_at=now + self.lease, started_at=now, executor_id=self.id,
                     cancel_requested=False))
-        for run in out:  # issue #4: the lease, as a span in the run's trace
+        for run in out:  # the lease, as a span in the run's trace
             if run.traceparent:
                 record_span("airlock.run.lease", parent=run.traceparent, start=started,
                             end=datetime.now(UTC), attributes={
@@ -165,7 +165,7 @@ class Executor:
     # -- one run -----------------------------------------------------------------------------
 
     async def _execute(self, a: _Active) -> None:
-        """One attempt, as the span "airlock.run.execute" in the run's trace (issue #4)."""
+        """One attempt, as the span "airlock.run.execute" in the run's trace."""
         run = a.run
         # The attempt starts at the lease, so its child "airlock.sandbox.start" (lease to
         # launch) never begins before it.
@@ -184,7 +184,7 @@ class Executor:
             except MissingSecret as e:
                 await self._finish(a, Outcome(state=RunState.FAILED, reason=str(e)))
                 return
-            # issue #4: lease -> launch is the sandbox start latency; the container gets the
+            # Lease -> launch is the sandbox start latency; the container gets the
             # sandbox span's context as TRACEPARENT.
             launched = datetime.now(UTC)
             metrics_api().sandbox_start.record((launched - a.leased_at).total_seconds())
@@ -218,7 +218,7 @@ class Executor:
             self._slot_freed.set()
 
     async def _finish(self, a: _Active, outcome: Outcome) -> None:
-        """Record the outcome, as the span "airlock.run.complete" (issue #4)."""
+        """Record the outcome, as the span "airlock.run.complete"."""
         a.finishing = True  # from here the lease is released on purpose: not "lost"
         mark_outcome(None, outcome.state, outcome.reason)  # the attempt's "airlock.run.execute"
         with span("airlock.run.complete", attributes={"airlock.run_id": a.run.id}) as s:

@@ -83,7 +83,7 @@ class ControlPlane:
         self.http: WebServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
-        self.nats_submit: NatsSubmitResponder | None = None  # issue #4
+        self.nats_submit: NatsSubmitResponder | None = None  # SubmitRun over NATS, when configured
         self._telemetry: list[TelemetryHandle] = []
 
     async def start(self) -> None:
@@ -103,7 +103,7 @@ class ControlPlane:
         self.admin_token = await self.services.admin.ensure_first_admin()
         if self.admin_token and self.settings.admin_token_file:
             self._write_token(self.settings.admin_token_file, self.admin_token)
-        # --- telemetry (issue #4): OTLP when configured; one span per RPC when tracing is on.
+        # Telemetry: OTLP when configured; one span per RPC when tracing is on.
         self._telemetry = setup_telemetry("airlock-server", self.settings.otlp_endpoint)
         self.server, self.health = build_server(self.services,
                                                 max_message_bytes=self.settings.max_message_bytes,
@@ -126,7 +126,7 @@ class ControlPlane:
         expired = await self.services.approvals.expire_due()
         log.info("start-up sweep: %d overdue approval(s) expired", expired)
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
-        # --- NATS submit and metrics (issue #4) ---
+        # Optional parts: SubmitRun over NATS, and the queue-depth metric when metrics are on.
         if self.settings.nats_url is not None:
             servers = [u.strip() for u in self.settings.nats_url.get_secret_value().split(",")]
             self.nats_submit = NatsSubmitResponder(self.services, servers,
@@ -134,7 +134,6 @@ class ControlPlane:
             self.nats_submit.start()
         if metrics_enabled():
             self._tasks.append(asyncio.create_task(self._sample_queue(), name="queue-depth"))
-        # --- end issue #4 ---
         log.info("gRPC listening on %s", self.grpc_address)
 
     @property

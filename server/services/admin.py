@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from server.domain.errors import InvalidArgument, KeyNotFound, Unauthenticated
@@ -24,6 +25,21 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class CreateKeyRequest:
+    """Create an API key for ``owner`` with ``role``."""
+
+    owner: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeKeyRequest:
+    """Revoke the API key ``key_id`` (takes effect within the auth cache time)."""
+
+    key_id: str
+
+
 class AdminService:
     def __init__(self, store: Store, *, clock: Clock = utcnow, auth_cache_seconds: float = 5.0,
                  lease_seconds: float = 30.0) -> None:
@@ -33,8 +49,9 @@ class AdminService:
         self.lease_seconds = lease_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    async def create_key(self, by: str, owner: str, role: Role) -> tuple[ApiKey, str]:
+    async def create_key(self, by: str, req: CreateKeyRequest) -> tuple[ApiKey, str]:
         """Returns the key and its token; the token is not stored and cannot be shown again."""
+        owner, role = req.owner, req.role
         require("owner", owner, pattern=OWNER_RE, max_len=200)
         key_id = new_key_id()
         secret = secrets.token_urlsafe(32)
@@ -51,14 +68,15 @@ class AdminService:
         async with self.store.read() as tx:
             if await tx.count_active_admin_keys():
                 return None
-        _, token = await self.create_key("system", "admin", Role.ADMIN)
+        _, token = await self.create_key("system", CreateKeyRequest("admin", Role.ADMIN))
         return token
 
     async def list_keys(self) -> list[ApiKey]:
         async with self.store.read() as tx:
             return await tx.list_keys()
 
-    async def revoke_key(self, by: str, key_id: str) -> ApiKey:
+    async def revoke_key(self, by: str, req: RevokeKeyRequest) -> ApiKey:
+        key_id = req.key_id
         require("id", key_id, pattern=r"^key_[0-9a-z]{12}$", max_len=40)
         now = self.clock()
         async with self.store.transaction() as tx:

@@ -20,13 +20,32 @@ from server.domain.principal import Principal
 from server.domain.states import RunState
 from server.services.clock import Clock, utcnow
 from server.services.runs import RUN_ID_RE
-from server.services.validation import check, page_size, require
+from server.services.validation import Paging, check, page_size, require
 from server.store.notify import APPROVALS
-from server.store.store import Store, Tx, decode_token, encode_token
+from server.store.store import Store, Tx
 from server.telemetry import approval_closed
 
 log = logging.getLogger(__name__)
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class ListApprovalsRequest:
+    """One page of approvals with these statuses (none: pending); ``actionable_only`` keeps
+    those the caller may still decide (not its own runs, not already decided by it)."""
+
+    statuses: tuple[str, ...] = ()
+    actionable_only: bool = False
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    """Approve or reject a pending run; ``reason`` is recorded (required to reject)."""
+
+    run_id: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,23 +64,20 @@ class ApprovalService:
         runs = await tx.get_runs([a.run_id for a in approvals])
         return [ApprovalView(a, runs[a.run_id]) for a in approvals if a.run_id in runs]
 
-    async def list(self, who: Principal, *, statuses: Sequence[str], actionable_only: bool,
-                   size: int, token: str) -> Page[ApprovalView]:
-        n = page_size(size)
-        for i, s in enumerate(statuses):
+    async def list(self, who: Principal, req: ListApprovalsRequest) -> Page[ApprovalView]:
+        size = page_size(req.page_size)  # checked before the statuses, as always
+        for i, s in enumerate(req.statuses):
             if s not in STATUSES:
                 raise InvalidArgument(f"statuses[{i}]", f"unknown status {s!r}")
-        try:
-            after = decode_token(token)
-        except ValueError as e:
-            raise InvalidArgument("page_token", str(e)) from None
+        paging = Paging.of(size, req.page_token)
+        mine = who.owner if req.actionable_only else ""
         async with self.store.read() as tx:
-            items = await tx.list_approvals(
-                statuses=list(statuses) or ["pending"], after_run_id=after, limit=n + 1,
-                not_submitted_by=who.owner if actionable_only else "",
-                not_decided_by=who.owner if actionable_only else "")
-            views = await self._views(tx, items[:n])
-        return Page(views, encode_token(items[n - 1].run_id) if len(items) > n else "")
+            page = paging.page(await tx.list_approvals(
+                statuses=list(req.statuses) or ["pending"], after_run_id=paging.after,
+                limit=paging.fetch, not_submitted_by=mine, not_decided_by=mine),
+                key=lambda a: a.run_id)
+            views = await self._views(tx, page.items)
+        return Page(views, page.next_token)
 
     async def get(self, run_id: str) -> ApprovalView:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
@@ -71,13 +87,13 @@ class ApprovalService:
                 raise ApprovalNotFound(run_id)
             return (await self._views(tx, [a]))[0]
 
-    async def approve(self, who: Principal, run_id: str, reason: str) -> ApprovalView:
-        return await self._decide(who, run_id, "approve", reason)
+    async def approve(self, who: Principal, req: DecideRequest) -> ApprovalView:
+        return await self._decide(who, req.run_id, "approve", req.reason)
 
-    async def reject(self, who: Principal, run_id: str, reason: str) -> ApprovalView:
-        if not reason.strip():
+    async def reject(self, who: Principal, req: DecideRequest) -> ApprovalView:
+        if not req.reason.strip():
             raise InvalidArgument("reason", "is required to reject")
-        return await self._decide(who, run_id, "reject", reason)
+        return await self._decide(who, req.run_id, "reject", req.reason)
 
     async def _decide(self, who: Principal, run_id: str, verdict: str, reason: str) -> ApprovalView:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)

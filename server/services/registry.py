@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from agents.manifest import NAME_RE, VERSION_RE, ManifestError, load_manifest_text
 from server.domain.errors import AgentNotFound, InvalidArgument, VersionExists
 from server.domain.models import Agent, AgentVersion, Page
 from server.domain.principal import Principal
 from server.services.clock import Clock, utcnow
-from server.services.validation import check, page_size, require
-from server.store.store import Store, decode_token, encode_token
+from server.services.validation import Paging, check, page_size, require
+from server.store.store import Store
 
 MAX_MANIFEST_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """Register an agent version from its manifest (YAML or JSON text), pinning the digest."""
+
+    manifest: str
+    image_digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListAgentsRequest:
+    """One page of agents by name, optionally only those starting with ``name_prefix``."""
+
+    page_size: int = 0
+    page_token: str = ""
+    name_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeprecateRequest:
+    """Deprecate ``name``@``version``: it takes no new runs; ``reason`` is recorded."""
+
+    name: str
+    version: str
+    reason: str = ""
 
 
 class RegistryService:
@@ -20,8 +47,9 @@ class RegistryService:
         self.store = store
         self.clock = clock
 
-    async def register(self, who: Principal, manifest_text: str, image_digest: str = "") -> AgentVersion:
+    async def register(self, who: Principal, req: RegisterRequest) -> AgentVersion:
         """Register a version; registering the identical manifest again returns it unchanged."""
+        manifest_text, image_digest = req.manifest, req.image_digest
         if len(manifest_text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
             raise InvalidArgument("manifest", f"is larger than {MAX_MANIFEST_BYTES} bytes")
         if not manifest_text.strip():
@@ -75,20 +103,17 @@ class RegistryService:
             raise AgentNotFound(name, version or None)
         return v
 
-    async def list_agents(self, *, size: int, token: str, prefix: str) -> Page[Agent]:
-        n = page_size(size)
-        check("name_prefix", prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
-        try:
-            after = decode_token(token)
-        except ValueError as e:
-            raise InvalidArgument("page_token", str(e)) from None
+    async def list_agents(self, req: ListAgentsRequest) -> Page[Agent]:
+        size = page_size(req.page_size)  # checked before the prefix, as always
+        check("name_prefix", req.name_prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
+        paging = Paging.of(size, req.page_token)
         async with self.store.read() as tx:
-            items = await tx.list_agents(prefix=prefix, after=after, limit=n + 1)
-        more = len(items) > n
-        items = items[:n]
-        return Page(items, encode_token(items[-1].name) if more else "")
+            items = await tx.list_agents(prefix=req.name_prefix, after=paging.after,
+                                         limit=paging.fetch)
+        return paging.page(items, key=lambda a: a.name)
 
-    async def deprecate(self, who: Principal, name: str, version: str, reason: str) -> AgentVersion:
+    async def deprecate(self, who: Principal, req: DeprecateRequest) -> AgentVersion:
+        name, version, reason = req.name, req.version, req.reason
         require("name", name, pattern=NAME_RE, max_len=63)
         require("version", version, pattern=VERSION_RE, max_len=64)
         check("reason", reason, max_len=2000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,9 +27,9 @@ from server.domain.principal import Principal, Role
 from server.domain.states import RunState
 from server.ids import new_run_id
 from server.services.clock import Clock, utcnow
-from server.services.validation import check, page_size, parse_json, require
+from server.services.validation import Paging, check, parse_json, require
 from server.store.notify import RUN_EVENTS
-from server.store.store import Duplicate, Store, decode_token, encode_token
+from server.store.store import Duplicate, Store
 
 RUN_ID_RE = r"^run_[0-9a-z]{26}$"
 IDEMPOTENCY_RE = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
@@ -39,6 +39,8 @@ MAX_SEQUENCE = 2**31 - 1
 
 @dataclass(frozen=True, slots=True)
 class SubmitRequest:
+    """Submit a run of ``agent`` (``version``, else its newest live one) ``capability``."""
+
     agent: str
     capability: str
     input_json: str
@@ -48,6 +50,25 @@ class SubmitRequest:
     secrets: tuple[str, ...] = ()
     limits: dict[str, float] | None = None  # only the fields the caller set
     traceparent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListRunsRequest:
+    """One page of runs, newest first; empty filters match everything."""
+
+    page_size: int = 0  # 0: the default page size
+    page_token: str = ""
+    agent: str = ""
+    states: tuple[RunState, ...] = ()
+    submitter: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Cancel a run (the submitter or an admin); ``reason`` is recorded."""
+
+    run_id: str
+    reason: str = ""
 
 
 def request_hash(req: SubmitRequest, parsed_input: Any) -> str:
@@ -173,23 +194,18 @@ class RunService:
             raise RunNotFound(run_id)
         return run
 
-    async def list(self, *, size: int, token: str, agent: str, states: Sequence[RunState],
-                   submitter: str) -> Page[Run]:
-        n = page_size(size)
-        check("agent", agent, pattern=NAME_RE, max_len=63)
-        check("submitter", submitter, max_len=200)
-        try:
-            before = decode_token(token)
-        except ValueError as e:
-            raise InvalidArgument("page_token", str(e)) from None
+    async def list(self, req: ListRunsRequest) -> Page[Run]:
+        paging = Paging.of(req.page_size, req.page_token)
+        check("agent", req.agent, pattern=NAME_RE, max_len=63)
+        check("submitter", req.submitter, max_len=200)
         async with self.store.read() as tx:
-            items = await tx.list_runs(agent=agent, states=states, submitter=submitter,
-                                       before_id=before, limit=n + 1)
-        more = len(items) > n
-        items = items[:n]
-        return Page(items, encode_token(items[-1].id) if more else "")
+            items = await tx.list_runs(agent=req.agent, states=req.states,
+                                       submitter=req.submitter, before_id=paging.after,
+                                       limit=paging.fetch)
+        return paging.page(items, key=lambda r: r.id)
 
-    async def cancel(self, who: Principal, run_id: str, reason: str) -> Run:
+    async def cancel(self, who: Principal, req: CancelRequest) -> Run:
+        run_id, reason = req.run_id, req.reason
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         check("reason", reason, max_len=2000)
         now = self.clock()

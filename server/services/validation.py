@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from server.domain.errors import InvalidArgument
+from server.domain.models import Page
+from server.store.store import decode_token, encode_token
+
+T = TypeVar("T")
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -32,6 +38,35 @@ def page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument("page_size", "must not be negative")
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """A page request, checked: its size and the key the page starts after.
+
+    Lists fetch ``fetch`` rows (one more than the page) to know whether another page follows;
+    ``page`` cuts them to size and makes the next token from the last row's key.
+    """
+
+    size: int
+    after: str
+
+    @classmethod
+    def of(cls, size: int, token: str) -> Paging:
+        n = page_size(size)
+        try:
+            after = decode_token(token)
+        except ValueError as e:
+            raise InvalidArgument("page_token", str(e)) from None
+        return cls(n, after)
+
+    @property
+    def fetch(self) -> int:
+        return self.size + 1
+
+    def page(self, rows: Sequence[T], key: Callable[[T], str]) -> Page[T]:
+        items = list(rows[: self.size])
+        return Page(items, encode_token(key(items[-1])) if len(rows) > self.size else "")
 
 
 def parse_json(field: str, text: str, *, max_bytes: int) -> Any:

@@ -11,20 +11,13 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from airlock.v1 import (
-    admin_service_pb2,
-    approval_service_pb2,
-    registry_service_pb2,
-    run_service_pb2,
-)
 from server.services.admin import AdminService
 from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
 from server.transport.errors import to_status
-from server.transport.handlers import HANDLERS, Services
+from server.transport.handlers import HANDLERS, SERVICES, Services
 
 log = logging.getLogger(__name__)
-_FILES = (registry_service_pb2, run_service_pb2, approval_service_pb2, admin_service_pb2)
 
 
 class BadRequest:
@@ -54,19 +47,18 @@ def authorization_header(metadata: Any) -> str | None:
 def generic_handlers(services: Services) -> list[grpc.GenericRpcHandler]:
     """One generic handler per service, built from the descriptors; methods call handlers."""
     out = []
-    for module in _FILES:
-        for svc in module.DESCRIPTOR.services_by_name.values():
-            impl = HANDLERS[svc.full_name](services)
-            methods = {}
-            for m in svc.methods:
-                fn = getattr(impl, _snake(m.name))
-                req_cls = _message_class(m.input_type)
-                resp_cls = _message_class(m.output_type)
-                factory = (grpc.unary_stream_rpc_method_handler if m.server_streaming
-                           else grpc.unary_unary_rpc_method_handler)
-                methods[m.name] = factory(fn, request_deserializer=_deserializer(req_cls),
-                                          response_serializer=resp_cls.SerializeToString)
-            out.append(grpc.method_handlers_generic_handler(svc.full_name, methods))
+    for svc in SERVICES:
+        impl = HANDLERS[svc.full_name](services)
+        methods = {}
+        for m in svc.methods:
+            fn = getattr(impl, _snake(m.name))
+            req_cls = _message_class(m.input_type)
+            resp_cls = _message_class(m.output_type)
+            factory = (grpc.unary_stream_rpc_method_handler if m.server_streaming
+                       else grpc.unary_unary_rpc_method_handler)
+            methods[m.name] = factory(fn, request_deserializer=_deserializer(req_cls),
+                                      response_serializer=resp_cls.SerializeToString)
+        out.append(grpc.method_handlers_generic_handler(svc.full_name, methods))
     return out
 
 
@@ -157,7 +149,7 @@ def build_server(services: Services, *, max_message_bytes: int,
     server.add_generic_rpc_handlers(generic_handlers(services))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [svc.full_name for m in _FILES for svc in m.DESCRIPTOR.services_by_name.values()]
+    names = [svc.full_name for svc in SERVICES]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     return server, health_servicer
 
@@ -166,6 +158,5 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
     status = (health_pb2.HealthCheckResponse.SERVING if serving
               else health_pb2.HealthCheckResponse.NOT_SERVING)
     await health_servicer.set("", status)
-    for m in _FILES:
-        for svc in m.DESCRIPTOR.services_by_name.values():
-            await health_servicer.set(svc.full_name, status)
+    for svc in SERVICES:
+        await health_servicer.set(svc.full_name, status)

@@ -35,13 +35,9 @@ from connectrpc.request import RequestContext
 
 from airlock.v1 import (
     admin_service_connect,
-    admin_service_pb2,
     approval_service_connect,
-    approval_service_pb2,
     registry_service_connect,
-    registry_service_pb2,
     run_service_connect,
-    run_service_pb2,
 )
 from server.domain.principal import Principal
 from server.services.admin import AdminService
@@ -50,6 +46,7 @@ from server.transport.auth import PACKAGE, authorize
 from server.transport.context import reset_principal, set_principal
 from server.transport.errors import to_status
 from server.transport.handlers import (
+    SERVICES,
     AdminHandlers,
     ApprovalHandlers,
     RegistryHandlers,
@@ -83,9 +80,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_FILES = (registry_service_pb2, run_service_pb2, approval_service_pb2, admin_service_pb2)
-METHOD_PATHS = frozenset(f"/{svc.full_name}/{m.name}" for f in _FILES
-                         for svc in f.DESCRIPTOR.services_by_name.values() for m in svc.methods)
+METHOD_PATHS = frozenset(f"/{svc.full_name}/{m.name}" for svc in SERVICES for m in svc.methods)
 
 # grpc.StatusCode -> connectrpc Code, by name (gRPC spells CANCELLED with two Ls).
 _CODES = {**{c.name: c for c in Code}, "CANCELLED": Code.CANCELED}

@@ -11,14 +11,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import ServiceDescriptor
+
 from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
-from server.services.admin import AdminService
-from server.services.approvals import ApprovalService
-from server.services.registry import RegistryService
-from server.services.runs import RunService, SubmitRequest
+from server.services.admin import AdminService, CreateKeyRequest, RevokeKeyRequest
+from server.services.approvals import ApprovalService, DecideRequest, ListApprovalsRequest
+from server.services.registry import (
+    DeprecateRequest,
+    ListAgentsRequest,
+    RegisterRequest,
+    RegistryService,
+)
+from server.services.runs import CancelRequest, ListRunsRequest, RunService, SubmitRequest
 from server.telemetry import link_run
 from server.transport import convert as c
 from server.transport.context import current_principal
@@ -38,7 +45,8 @@ class RegistryHandlers:
 
     async def register_agent_version(self, req: reg.RegisterAgentVersionRequest, ctx: Any = None
                                      ) -> reg.RegisterAgentVersionResponse:
-        v = await self.s.registry.register(current_principal(), req.manifest, req.image_digest)
+        v = await self.s.registry.register(current_principal(), RegisterRequest(
+            manifest=req.manifest, image_digest=req.image_digest))
         return reg.RegisterAgentVersionResponse(version=c.version_pb(v))
 
     async def get_agent(self, req: reg.GetAgentRequest, ctx: Any = None) -> reg.GetAgentResponse:
@@ -51,14 +59,15 @@ class RegistryHandlers:
         return reg.GetAgentVersionResponse(version=c.version_pb(v))
 
     async def list_agents(self, req: reg.ListAgentsRequest, ctx: Any = None) -> reg.ListAgentsResponse:
-        page = await self.s.registry.list_agents(size=req.page_size, token=req.page_token,
-                                                 prefix=req.name_prefix)
+        page = await self.s.registry.list_agents(ListAgentsRequest(
+            page_size=req.page_size, page_token=req.page_token, name_prefix=req.name_prefix))
         return reg.ListAgentsResponse(agents=[c.agent_pb(a) for a in page.items],
                                       next_page_token=page.next_token)
 
     async def deprecate_agent_version(self, req: reg.DeprecateAgentVersionRequest, ctx: Any = None
                                       ) -> reg.DeprecateAgentVersionResponse:
-        v = await self.s.registry.deprecate(current_principal(), req.name, req.version, req.reason)
+        v = await self.s.registry.deprecate(current_principal(), DeprecateRequest(
+            name=req.name, version=req.version, reason=req.reason))
         return reg.DeprecateAgentVersionResponse(version=c.version_pb(v))
 
 
@@ -81,12 +90,14 @@ class RunHandlers:
 
     async def list_runs(self, req: rs.ListRunsRequest, ctx: Any = None) -> rs.ListRunsResponse:
         states = [c.state_from_pb(f"states[{i}]", s) for i, s in enumerate(req.states)]
-        page = await self.s.runs.list(size=req.page_size, token=req.page_token, agent=req.agent,
-                                      states=states, submitter=req.submitter)
+        page = await self.s.runs.list(ListRunsRequest(
+            page_size=req.page_size, page_token=req.page_token, agent=req.agent,
+            states=tuple(states), submitter=req.submitter))
         return rs.ListRunsResponse(runs=[c.run_pb(r) for r in page.items], next_page_token=page.next_token)
 
     async def cancel_run(self, req: rs.CancelRunRequest, ctx: Any = None) -> rs.CancelRunResponse:
-        run = await self.s.runs.cancel(current_principal(), req.run_id, req.reason)
+        run = await self.s.runs.cancel(current_principal(), CancelRequest(run_id=req.run_id,
+                                                                          reason=req.reason))
         link_run(run.traceparent, run.id)
         return rs.CancelRunResponse(run=c.run_pb(run))
 
@@ -113,9 +124,9 @@ class ApprovalHandlers:
 
     async def list_approvals(self, req: aps.ListApprovalsRequest, ctx: Any = None) -> aps.ListApprovalsResponse:
         statuses = [c.status_from_pb(f"statuses[{i}]", v) for i, v in enumerate(req.statuses)]
-        page = await self.s.approvals.list(current_principal(), statuses=statuses,
-                                           actionable_only=req.actionable_only, size=req.page_size,
-                                           token=req.page_token)
+        page = await self.s.approvals.list(current_principal(), ListApprovalsRequest(
+            statuses=tuple(statuses), actionable_only=req.actionable_only,
+            page_size=req.page_size, page_token=req.page_token))
         return aps.ListApprovalsResponse(approvals=[c.approval_pb(v) for v in page.items],
                                          next_page_token=page.next_token)
 
@@ -123,12 +134,12 @@ class ApprovalHandlers:
         return aps.GetApprovalResponse(approval=c.approval_pb(await self.s.approvals.get(req.run_id)))
 
     async def approve(self, req: aps.ApproveRequest, ctx: Any = None) -> aps.ApproveResponse:
-        v = await self.s.approvals.approve(current_principal(), req.run_id, req.reason)
+        v = await self.s.approvals.approve(current_principal(), DecideRequest(req.run_id, req.reason))
         link_run(v.run.traceparent, v.run.id)
         return aps.ApproveResponse(approval=c.approval_pb(v))
 
     async def reject(self, req: aps.RejectRequest, ctx: Any = None) -> aps.RejectResponse:
-        v = await self.s.approvals.reject(current_principal(), req.run_id, req.reason)
+        v = await self.s.approvals.reject(current_principal(), DecideRequest(req.run_id, req.reason))
         link_run(v.run.traceparent, v.run.id)
         return aps.RejectResponse(approval=c.approval_pb(v))
 
@@ -144,19 +155,20 @@ class AdminHandlers:
 
     async def create_api_key(self, req: adm.CreateApiKeyRequest, ctx: Any = None) -> adm.CreateApiKeyResponse:
         role = c.role_from_pb("role", req.role)
-        key, token = await self.s.admin.create_key(current_principal().owner, req.owner, role)
+        key, token = await self.s.admin.create_key(current_principal().owner,
+                                                   CreateKeyRequest(owner=req.owner, role=role))
         return adm.CreateApiKeyResponse(key=c.key_pb(key), token=token)
 
     async def list_api_keys(self, req: adm.ListApiKeysRequest, ctx: Any = None) -> adm.ListApiKeysResponse:
         return adm.ListApiKeysResponse(keys=[c.key_pb(k) for k in await self.s.admin.list_keys()])
 
     async def revoke_api_key(self, req: adm.RevokeApiKeyRequest, ctx: Any = None) -> adm.RevokeApiKeyResponse:
-        key = await self.s.admin.revoke_key(current_principal().owner, req.id)
+        key = await self.s.admin.revoke_key(current_principal().owner, RevokeKeyRequest(req.id))
         return adm.RevokeApiKeyResponse(key=c.key_pb(key))
 
     async def list_executors(self, req: adm.ListExecutorsRequest, ctx: Any = None) -> adm.ListExecutorsResponse:
         rows = await self.s.admin.list_executors()
-        return adm.ListExecutorsResponse(executors=[c.executor_pb(e, ok) for e, ok in rows])
+        return adm.ListExecutorsResponse(executors=[c.executor_pb(e, state) for e, state in rows])
 
     async def who_am_i(self, req: adm.WhoAmIRequest, ctx: Any = None) -> adm.WhoAmIResponse:
         p = current_principal()
@@ -165,6 +177,12 @@ class AdminHandlers:
         assert found is not None
         return adm.WhoAmIResponse(key=c.key_pb(found[0]))
 
+
+# The proto files whose services the control plane serves, over grpc.aio (and reflection and
+# health) and gRPC-Web alike: the one list.
+PROTO_FILES = (reg, rs, aps, adm)
+SERVICES: tuple[ServiceDescriptor, ...] = tuple(
+    svc for f in PROTO_FILES for svc in f.DESCRIPTOR.services_by_name.values())
 
 # service full name -> handler class
 HANDLERS: dict[str, type] = {
