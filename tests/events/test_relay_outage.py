@@ -7,6 +7,7 @@ Afterwards every event is in the stream; a repeat, if any, carries the same id a
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from tests.events.conftest import (
 )
 from tests.helpers.api import cancel, submit
 from tests.helpers.client import Client
-from tests.helpers.wait import assert_eventually
+from tests.helpers.wait import assert_eventually, wait_for_condition
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.slow]
 
@@ -106,8 +107,11 @@ async def test_nats_outage_loses_nothing(pg_plane: Plane, own_nats: NatsServer) 
         # A second outage in the middle of the drain: publishes fail mid-batch.
         await assert_eventually(lambda: unpublished(store), lambda n: n < 900, timeout=30,
                                 interval=0.005)
+        failed_before = rr.relay.failed_attempts
         own_nats.stop()
-        await asyncio.sleep(1.0)
+        # Down mid-drain: wait until a publish has really failed against the stopped server.
+        await wait_for_condition(lambda: rr.relay.failed_attempts > failed_before, timeout=30,
+                                 what="a publish failing during the second outage")
         left = await unpublished(store)
         own_nats.start()
         await assert_eventually(lambda: unpublished(store), lambda n: n == 0, timeout=60,
@@ -120,7 +124,8 @@ async def test_nats_outage_loses_nothing(pg_plane: Plane, own_nats: NatsServer) 
     got = await fetch_all(own_nats.url, names, len(expected), timeout=60)
     repeats = check_complete(got, expected)
     print(f"\noutage: 1000 events during {churn_s:.1f}s down; {left} left at the second stop; "
-          f"drained in {drain_s:.2f}s (incl. 1 s down); {len(got)} delivered, {repeats} repeats; "
+          f"drained in {drain_s:.2f}s (incl. the second outage); {len(got)} delivered, "
+          f"{repeats} repeats; "
           f"{rr.relay.failed_attempts} failed attempts")
 
 
@@ -167,7 +172,8 @@ async def test_relay_killed_mid_batch_loses_nothing(pg_plane: Plane, own_nats: N
         return total - await unpublished(store)
 
     mid_batch_kills = 0
-    for _attempt in range(5):
+    stored_unmarked = 0  # after the last kill: in JetStream, not marked in the database
+    for _attempt in range(8):
         with relay_process(env, log) as proc:
             # Kill -9 the moment JetStream holds events the database has not marked yet.
             deadline = time.monotonic() + 30
@@ -188,25 +194,46 @@ async def test_relay_killed_mid_batch_loses_nothing(pg_plane: Plane, own_nats: N
         after_kill_marked = await marked()
         if after_kill_marked >= total:
             break
-        if await stream_messages(own_nats.url, names.stream) > after_kill_marked:
+        # Every marked event is in the stream (marked only after its ack), and JetStream
+        # stores each id once: the difference is exactly the acked-but-unmarked events.
+        stored_unmarked = await stream_messages(own_nats.url, names.stream) - after_kill_marked
+        if stored_unmarked > 0:
             mid_batch_kills += 1  # acked by JetStream, never marked: will be re-published
             if mid_batch_kills >= 2:
                 break
-    assert mid_batch_kills >= 1, "never caught the relay between ack and mark"
+    assert mid_batch_kills >= 1 and stored_unmarked > 0, \
+        "never caught the relay between ack and mark (last attempt included)"
 
-    # A fresh relay process finishes the job; the repeats fall in the duplicate window.
-    with relay_process(env, log):
+    # A fresh relay (in-process, to read its counters) finishes the job. It re-publishes the
+    # stored-but-unmarked events; JetStream must recognise exactly those as duplicates.
+    marked_before = await marked()
+    settings = relay_settings(pg_plane.url, own_nats.url, names, relay_batch_size=50)
+    async with running_relay(settings) as rr:
         await assert_eventually(marked, lambda n: n == total, timeout=60, interval=0.1,
-                                what=f"all events marked after restart; log: {log}")
+                                what="all events marked after restart")
+        assert rr.relay.published == total - marked_before  # acked (stored or duplicate)
+        assert rr.relay.duplicates == stored_unmarked
     expected = await event_ids(store)
+    assert len(expected) == total
+    # The stream holds each event once: the re-publishes were dropped by msg id, so a
+    # consumer reading from the start sees no repeat at all.
+    assert await stream_messages(own_nats.url, names.stream) == total
     got = await fetch_all(own_nats.url, names, len(expected), timeout=60)
-    repeats = check_complete(got, expected)
-    assert len(got) == len(expected) + repeats
-    print(f"\nkill -9: {mid_batch_kills} kill(s) between ack and mark; {len(got)} delivered for "
-          f"{len(expected)} events, {repeats} repeats (JetStream dropped the rest by msg id)")
+    assert check_complete(got, expected) == 0
+    assert len(got) == total
+    print(f"\nkill -9: {mid_batch_kills} kill(s) between ack and mark; {stored_unmarked} "
+          f"re-published after the last one, all dropped by JetStream as duplicates")
 
 
-async def test_relay_started_before_nats(pg_plane: Plane, tmp_path: Path) -> None:
+def _failed_connects(caplog: pytest.LogCaptureFixture) -> int:
+    """Connection attempts the relay saw fail (the NATS client reports each to the relay)."""
+    return sum(1 for r in caplog.records
+               if r.getMessage().startswith(("NATS unreachable", "NATS client error")))
+
+
+async def test_relay_started_before_nats(pg_plane: Plane, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="executor.relay")
     names = Names()
     _, alice = await echo_world(pg_plane)
     store = pg_plane.cp.store
@@ -214,7 +241,9 @@ async def test_relay_started_before_nats(pg_plane: Plane, tmp_path: Path) -> Non
     server.store_dir.mkdir()
     async with running_relay(relay_settings(pg_plane.url, server.url, names)):
         await churn(alice, 10, "early")
-        await asyncio.sleep(1.0)  # the relay keeps trying to connect meanwhile
+        # The relay keeps trying to connect meanwhile: wait for two failed attempts.
+        await wait_for_condition(lambda: _failed_connects(caplog) >= 2, timeout=30,
+                                 what="the relay retrying a connection to the absent NATS")
         assert await unpublished(store) == 20
         server.start()
         try:
