@@ -1,0 +1,611 @@
+/*
+ * airlock-jail: the root supervisor of one sandboxed run.
+ *
+ * It creates the run's own cgroup (memory with swap equal to it, pids, cpu; cgroup v1
+ * controllers where they are mounted, else the v2 hierarchy), starts bubblewrap in it as the
+ * unprivileged sandbox user, enforces the wall clock by killing the whole cgroup, and, once
+ * nothing of the run is left alive, writes what happened (exit status, the cgroup's own
+ * oom_kill counter and peak memory) as one JSON document, then removes the cgroup.
+ *
+ * It is a separate program, not part of the executor, so that:
+ *  - the deadline holds with no executor alive (it runs in its own session; an executor
+ *    killed with SIGKILL leaves it running to the deadline);
+ *  - it starts in about a millisecond (no interpreter start-up on every run);
+ *  - it can run from a read-only bundle with its own loader, or statically linked, inside a
+ *    privileged container whose image is untrusted: it uses nothing but libc and the kernel.
+ *
+ * The agent cannot signal it: the agent runs as another user (65534) in its own user and pid
+ * namespaces, where this process has no pid at all.
+ *
+ * Usage: airlock-jail [options] -- BWRAP [bwrap arguments...]
+ *   --name NAME            the run's cgroup, created under --cgroup-parent (required)
+ *   --cgroup-parent PATH   default "airlock-jail"
+ *   --memory BYTES         memory limit; swap limited to the same total (v1) or to 0 (v2)
+ *   --pids N               pids limit of the whole cgroup
+ *   --cpu-quota-us Q --cpu-period-us P
+ *   --timeout-ms MS        wall clock, from this program's start
+ *   --status PATH          where to write the JSON status (atomically, PATH.tmp then rename)
+ *   --pidfile PATH         write this program's pid there
+ *   --uid UID --gid GID    the unprivileged user bubblewrap is started as (default 65534)
+ *   --slirp4netns PATH     give the sandbox user-mode networking (egress) in its own netns
+ *
+ * Exit status: 0 when the status file was written (the agent's outcome is in it), 125 when it
+ * could not be. SIGTERM, SIGINT or SIGHUP cancel the run (the cgroup is killed first).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+#define MAX_DIRS 4
+#define PATH_LEN 4096
+
+enum { C_MEMORY, C_PIDS, C_CPU, N_CONTROLLERS };
+static const char *controller_names[N_CONTROLLERS] = {"memory", "pids", "cpu"};
+
+struct cgdir {
+    char path[PATH_LEN];  /* the run's cgroup directory */
+    int v2;
+    int controllers[N_CONTROLLERS];  /* which controllers this directory carries */
+};
+
+static struct cgdir dirs[MAX_DIRS];
+static int ndirs;
+static char status_path[PATH_LEN];
+static char error_text[1024];
+static struct timespec t_start;
+
+static double elapsed_s(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t_start.tv_sec) + (double)(now.tv_nsec - t_start.tv_nsec) / 1e9;
+}
+
+static void set_error(const char *fmt, ...) {
+    if (error_text[0]) return;  /* keep the first cause */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_text, sizeof error_text, fmt, ap);
+    va_end(ap);
+}
+
+static int write_file(const char *dir, const char *name, const char *value) {
+    char p[PATH_LEN];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, value, strlen(value));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return n == (ssize_t)strlen(value) ? 0 : -1;
+}
+
+static ssize_t read_file(const char *dir, const char *name, char *buf, size_t cap) {
+    char p[PATH_LEN];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t got = 0;
+    while (got + 1 < cap) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = 0;
+    return (ssize_t)got;
+}
+
+static int exists(const char *dir, const char *name) {
+    char p[PATH_LEN];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+/* mkdir -p for the parent chain; v2 parents also get the controllers enabled for children. */
+static int make_parents(const char *root, const char *parent, int v2) {
+    char p[PATH_LEN];
+    snprintf(p, sizeof p, "%s", root);
+    const char *s = parent;
+    for (;;) {
+        while (*s == '/') s++;
+        if (!*s) break;
+        const char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (v2) write_file(p, "cgroup.subtree_control", "+memory +pids +cpu");
+        size_t cur = strlen(p);
+        if (cur + 1 + len + 1 >= sizeof p) return -1;
+        p[cur] = '/';
+        memcpy(p + cur + 1, s, len);
+        p[cur + 1 + len] = 0;
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) return -1;
+        s += len;
+    }
+    if (v2) write_file(p, "cgroup.subtree_control", "+memory +pids +cpu");
+    return 0;
+}
+
+/* Find where memory, pids and cpu are mounted: a v1 hierarchy for each when there is one,
+   else the v2 hierarchy if it offers the controller. */
+static int discover(const char *parent, const char *name) {
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) { set_error("cannot read /proc/self/mountinfo: %s", strerror(errno)); return -1; }
+    char line[8192];
+    char v1[N_CONTROLLERS][PATH_LEN] = {{0}};
+    char v2root[PATH_LEN] = {0};
+    while (fgets(line, sizeof line, f)) {
+        char *sep = strstr(line, " - ");
+        if (!sep) continue;
+        char fstype[64], source[256], opts[4096];
+        if (sscanf(sep + 3, "%63s %255s %4095s", fstype, source, opts) != 3) continue;
+        char mnt[PATH_LEN];
+        /* fields: id parent major:minor root mountpoint ... */
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1) continue;
+        if (strcmp(fstype, "cgroup2") == 0) {
+            if (!v2root[0]) snprintf(v2root, sizeof v2root, "%s", mnt);
+        } else if (strcmp(fstype, "cgroup") == 0) {
+            char *save = NULL;
+            for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save))
+                for (int c = 0; c < N_CONTROLLERS; c++)
+                    if (strcmp(o, controller_names[c]) == 0 && !v1[c][0])
+                        snprintf(v1[c], PATH_LEN, "%s", mnt);
+        }
+    }
+    fclose(f);
+    char v2controllers[1024] = {0};
+    if (v2root[0]) read_file(v2root, "cgroup.controllers", v2controllers, sizeof v2controllers);
+    for (int c = 0; c < N_CONTROLLERS; c++) {
+        const char *root = NULL;
+        int is_v2 = 0;
+        if (v1[c][0]) {
+            root = v1[c];
+        } else if (v2root[0]) {
+            char padded[1100];
+            snprintf(padded, sizeof padded, " %s ", v2controllers);
+            for (char *q = padded; *q; q++) if (*q == '\n') *q = ' ';
+            char want[32];
+            snprintf(want, sizeof want, " %s ", controller_names[c]);
+            if (strstr(padded, want)) { root = v2root; is_v2 = 1; }
+        }
+        if (!root) {
+            set_error("no cgroup hierarchy offers the %s controller", controller_names[c]);
+            return -1;
+        }
+        char path[PATH_LEN];
+        if (snprintf(path, sizeof path, "%s/%s/%s", root, parent, name) >= (int)sizeof path) {
+            set_error("cgroup path too long under %s", root);
+            return -1;
+        }
+        int found = -1;
+        for (int i = 0; i < ndirs; i++) if (strcmp(dirs[i].path, path) == 0) found = i;
+        if (found < 0) {
+            found = ndirs++;
+            snprintf(dirs[found].path, PATH_LEN, "%s", path);
+            dirs[found].v2 = is_v2;
+            if (make_parents(root, parent, is_v2) < 0) {
+                set_error("cannot create cgroup parent %s/%s: %s", root, parent, strerror(errno));
+                return -1;
+            }
+        }
+        dirs[found].controllers[c] = 1;
+    }
+    return 0;
+}
+
+static int in_our_cgroup(pid_t pid, const struct cgdir *d, const char *rel) {
+    (void)d;
+    char p[64], buf[8192];
+    snprintf(p, sizeof p, "/proc/%d", (int)pid);
+    if (read_file(p, "cgroup", buf, sizeof buf) < 0) return 0;
+    char want[PATH_LEN + 2];
+    snprintf(want, sizeof want, ":%s\n", rel);
+    return strstr(buf, want) != NULL;
+}
+
+/* SIGKILL everything in the run's cgroups until they are empty (or ~10 s have passed).
+   Each pid is pinned with a pidfd and checked to still be ours before it is signalled, so a
+   recycled pid of an unrelated process is never hit. */
+static int kill_cgroups(const char *rel) {
+    for (int i = 0; i < ndirs; i++)
+        if (dirs[i].v2) write_file(dirs[i].path, "cgroup.kill", "1");
+    for (int round = 0; round < 10000; round++) {
+        int alive = 0;
+        for (int i = 0; i < ndirs; i++) {
+            char buf[65536];
+            if (read_file(dirs[i].path, "cgroup.procs", buf, sizeof buf) < 0) continue;
+            for (char *s = buf; *s;) {
+                char *end;
+                long pid = strtol(s, &end, 10);
+                if (end == s) break;
+                s = end;
+                while (*s == '\n') s++;
+                alive++;
+                int pfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+                if (pfd < 0) continue;
+                if (in_our_cgroup((pid_t)pid, &dirs[i], rel))
+                    syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+                close(pfd);
+            }
+        }
+        if (!alive) return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static long long read_counter(const char *dir, const char *file, const char *key) {
+    char buf[8192];
+    if (read_file(dir, file, buf, sizeof buf) < 0) return -1;
+    if (!key) return strtoll(buf, NULL, 10);
+    size_t klen = strlen(key);
+    for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, key, klen) == 0 && l[klen] == ' ') return strtoll(l + klen + 1, NULL, 10);
+    return -1;
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static int write_status(int have_status, int wstatus, int timed_out, int cancelled,
+                        long long oom_kill, long long peak, long long failcnt, int v2) {
+    char tmp[PATH_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return -1;
+    FILE *f = fdopen(fd, "w");
+    if (!f) { close(fd); return -1; }
+    fprintf(f, "{\"version\": 1, \"exit_code\": ");
+    if (have_status && WIFEXITED(wstatus)) fprintf(f, "%d", WEXITSTATUS(wstatus));
+    else if (have_status && WIFSIGNALED(wstatus)) fprintf(f, "%d", 128 + WTERMSIG(wstatus));
+    else fprintf(f, "null");
+    fprintf(f, ", \"signal\": %d", have_status && WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0);
+    fprintf(f, ", \"timed_out\": %s, \"cancelled\": %s", timed_out ? "true" : "false",
+            cancelled ? "true" : "false");
+    fprintf(f, ", \"oom_kill\": %lld, \"peak_memory_bytes\": ", oom_kill < 0 ? 0 : oom_kill);
+    if (peak >= 0) fprintf(f, "%lld", peak); else fprintf(f, "null");
+    fprintf(f, ", \"failcnt\": %lld, \"cgroup_v2\": %s", failcnt, v2 ? "true" : "false");
+    fprintf(f, ", \"duration_seconds\": %.6f, \"error\": ", elapsed_s());
+    json_string(f, error_text);
+    fprintf(f, "}\n");
+    if (fflush(f) != 0) { fclose(f); return -1; }
+    fclose(f);
+    return rename(tmp, status_path);
+}
+
+static long long parse_ll(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || x < 0) {
+        fprintf(stderr, "airlock-jail: %s: not a non-negative integer: %s\n", opt, v);
+        exit(125);
+    }
+    return x;
+}
+
+/* Read bubblewrap's --info-fd document up to the sandbox's pid ("child-pid": N). */
+static pid_t read_child_pid(int fd, int timeout_ms) {
+    char buf[4096];
+    size_t got = 0;
+    struct pollfd p = {fd, POLLIN, 0};
+    while (got + 1 < sizeof buf) {
+        if (poll(&p, 1, timeout_ms) <= 0) return -1;
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+        if (n <= 0) return -1;
+        got += (size_t)n;
+        buf[got] = 0;
+        char *k = strstr(buf, "\"child-pid\"");
+        if (k) {
+            char *colon = strchr(k, ':');
+            if (colon) {
+                char *end;
+                long pid = strtol(colon + 1, &end, 10);
+                if (end != colon + 1 && (*end == ',' || *end == '\n' || *end == ' ' || *end == '}'))
+                    return (pid_t)pid;
+            }
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
+    const char *name = NULL, *parent = "airlock-jail", *pidfile = NULL, *slirp = NULL;
+    long long memory = -1, pids = -1, quota = -1, period = 100000, timeout_ms = -1;
+    uid_t uid = 65534;
+    gid_t gid = 65534;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) { i++; break; }
+        if (i + 1 >= argc) { fprintf(stderr, "airlock-jail: %s needs a value\n", a); return 125; }
+        const char *v = argv[++i];
+        if (strcmp(a, "--name") == 0) name = v;
+        else if (strcmp(a, "--cgroup-parent") == 0) parent = v;
+        else if (strcmp(a, "--memory") == 0) memory = parse_ll(a, v);
+        else if (strcmp(a, "--pids") == 0) pids = parse_ll(a, v);
+        else if (strcmp(a, "--cpu-quota-us") == 0) quota = parse_ll(a, v);
+        else if (strcmp(a, "--cpu-period-us") == 0) period = parse_ll(a, v);
+        else if (strcmp(a, "--timeout-ms") == 0) timeout_ms = parse_ll(a, v);
+        else if (strcmp(a, "--status") == 0) snprintf(status_path, sizeof status_path, "%s", v);
+        else if (strcmp(a, "--pidfile") == 0) pidfile = v;
+        else if (strcmp(a, "--uid") == 0) uid = (uid_t)parse_ll(a, v);
+        else if (strcmp(a, "--gid") == 0) gid = (gid_t)parse_ll(a, v);
+        else if (strcmp(a, "--slirp4netns") == 0) slirp = v;
+        else { fprintf(stderr, "airlock-jail: unknown option %s\n", a); return 125; }
+    }
+    if (!name || !status_path[0] || i >= argc || timeout_ms < 0 || memory <= 0 || pids <= 0 ||
+        strchr(name, '/') || name[0] == '.' || uid == 0) {
+        fprintf(stderr, "airlock-jail: need --name, --status, --memory, --pids, --timeout-ms, a "
+                        "non-root --uid and a command after --\n");
+        return 125;
+    }
+    char **cmd = argv + i;
+    int ncmd = argc - i;
+
+    if (pidfile) {
+        FILE *pf = fopen(pidfile, "we");
+        if (pf) { fprintf(pf, "%d\n", (int)getpid()); fclose(pf); }
+    }
+
+    /* Signals: cancellation arrives as SIGTERM/SIGINT/SIGHUP, read from a signalfd. */
+    sigset_t mask, oldmask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, &oldmask);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    signal(SIGPIPE, SIG_IGN);
+
+    char rel[PATH_LEN];
+    snprintf(rel, sizeof rel, "/%s/%s", parent, name);
+    while (rel[1] == '/') memmove(rel, rel + 1, strlen(rel));
+
+    int have_status = 0, wstatus = 0, timed_out = 0, cancelled = 0, v2 = 0;
+    pid_t child = -1, slirp_pid = -1;
+    int pidfd = -1;
+
+    if (discover(parent, name) < 0) goto finish;
+    for (int d = 0; d < ndirs; d++) {
+        struct cgdir *cg = &dirs[d];
+        v2 |= cg->v2;
+        if (mkdir(cg->path, 0755) < 0) {
+            if (errno != EEXIST) { set_error("cannot create cgroup %s: %s", cg->path, strerror(errno)); goto finish; }
+            /* left by a crashed run of the same name: empty and recreate it (fresh counters) */
+            kill_cgroups(rel);
+            if (rmdir(cg->path) < 0 || mkdir(cg->path, 0755) < 0) {
+                set_error("cannot recreate stale cgroup %s: %s", cg->path, strerror(errno));
+                goto finish;
+            }
+        }
+    }
+    for (int d = 0; d < ndirs; d++) {
+        struct cgdir *cg = &dirs[d];
+        char v[64];
+        int bad = 0;
+        if (cg->controllers[C_MEMORY]) {
+            snprintf(v, sizeof v, "%lld", memory);
+            if (cg->v2) {
+                bad |= write_file(cg->path, "memory.max", v);
+                if (exists(cg->path, "memory.swap.max")) bad |= write_file(cg->path, "memory.swap.max", "0");
+            } else {
+                bad |= write_file(cg->path, "memory.limit_in_bytes", v);
+                if (exists(cg->path, "memory.memsw.limit_in_bytes"))
+                    bad |= write_file(cg->path, "memory.memsw.limit_in_bytes", v);
+            }
+        }
+        if (!bad && cg->controllers[C_PIDS]) {
+            snprintf(v, sizeof v, "%lld", pids);
+            bad |= write_file(cg->path, "pids.max", v);
+        }
+        if (!bad && cg->controllers[C_CPU] && quota > 0) {
+            if (cg->v2) {
+                snprintf(v, sizeof v, "%lld %lld", quota, period);
+                bad |= write_file(cg->path, "cpu.max", v);
+            } else {
+                snprintf(v, sizeof v, "%lld", period);
+                bad |= write_file(cg->path, "cpu.cfs_period_us", v);
+                snprintf(v, sizeof v, "%lld", quota);
+                bad |= write_file(cg->path, "cpu.cfs_quota_us", v);
+            }
+        }
+        if (bad) { set_error("cannot set the limits of cgroup %s: %s", cg->path, strerror(errno)); goto finish; }
+    }
+    if (!v2) {
+        /* Without swap accounting (memsw) a v1 memory limit does not bound swap: refuse,
+           unless this host has no swap at all. */
+        for (int d = 0; d < ndirs; d++)
+            if (dirs[d].controllers[C_MEMORY] && !exists(dirs[d].path, "memory.memsw.limit_in_bytes")) {
+                char mi[8192];
+                long long swap = -1;
+                if (read_file("/proc", "meminfo", mi, sizeof mi) > 0) {
+                    char *s = strstr(mi, "SwapTotal:");
+                    if (s) swap = strtoll(s + 10, NULL, 10);
+                }
+                if (swap != 0) { set_error("swap is not accounted (no memory.memsw.*) and this host has swap"); goto finish; }
+            }
+    }
+
+    /* Egress: bubblewrap reports the sandbox's pid on --info-fd and waits on --block-fd until
+       slirp4netns has set up the sandbox's own network namespace. */
+    int info[2] = {-1, -1}, block[2] = {-1, -1};
+    char info_arg[16], block_arg[16];
+    char **full = calloc((size_t)ncmd + 8, sizeof *full);
+    if (!full) { set_error("out of memory"); goto finish; }
+    int k = 0;
+    full[k++] = cmd[0];
+    if (slirp) {
+        if (pipe2(info, O_CLOEXEC) < 0 || pipe2(block, O_CLOEXEC) < 0) { set_error("pipe: %s", strerror(errno)); goto finish; }
+        snprintf(info_arg, sizeof info_arg, "%d", info[1]);
+        snprintf(block_arg, sizeof block_arg, "%d", block[0]);
+        full[k++] = "--info-fd";
+        full[k++] = info_arg;
+        full[k++] = "--block-fd";
+        full[k++] = block_arg;
+    }
+    for (int j = 1; j < ncmd; j++) full[k++] = cmd[j];
+    full[k] = NULL;
+
+    child = fork();
+    if (child < 0) { set_error("fork: %s", strerror(errno)); goto finish; }
+    if (child == 0) {
+        char pid_text[32];
+        snprintf(pid_text, sizeof pid_text, "%d", (int)getpid());
+        for (int d = 0; d < ndirs; d++)
+            if (write_file(dirs[d].path, "cgroup.procs", pid_text) < 0) {
+                fprintf(stderr, "airlock-jail: cannot join cgroup %s: %s\n", dirs[d].path, strerror(errno));
+                _exit(125);
+            }
+        if (slirp) {  /* these two ends are bubblewrap's */
+            fcntl(info[1], F_SETFD, 0);
+            fcntl(block[0], F_SETFD, 0);
+        }
+        struct rlimit core = {0, 0};
+        setrlimit(RLIMIT_CORE, &core);
+        signal(SIGPIPE, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &oldmask, NULL);
+        if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
+            fprintf(stderr, "airlock-jail: cannot become %d:%d: %s\n", (int)uid, (int)gid, strerror(errno));
+            _exit(125);
+        }
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        char *envp[] = {NULL};
+        execve(full[0], full, envp);
+        fprintf(stderr, "airlock-jail: cannot run %s: %s\n", full[0], strerror(errno));
+        _exit(125);
+    }
+    pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+
+    struct timespec deadline = t_start;
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) { deadline.tv_sec++; deadline.tv_nsec -= 1000000000; }
+
+    if (slirp) {
+        close(info[1]);
+        close(block[0]);
+        info[1] = block[0] = -1;
+        pid_t sandbox = read_child_pid(info[0], (int)(timeout_ms > 10000 ? 10000 : timeout_ms));
+        int ready[2];
+        if (sandbox <= 0 || pipe2(ready, O_CLOEXEC) < 0) {
+            set_error("could not learn the sandbox's pid for its network");
+        } else {
+            slirp_pid = fork();
+            if (slirp_pid == 0) {
+                char pid_arg[32], ready_arg[32];
+                snprintf(pid_arg, sizeof pid_arg, "%d", (int)sandbox);
+                fcntl(ready[1], F_SETFD, 0);
+                snprintf(ready_arg, sizeof ready_arg, "--ready-fd=%d", ready[1]);
+                int devnull = open("/dev/null", O_RDWR);
+                if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); }
+                signal(SIGPIPE, SIG_DFL);
+                sigprocmask(SIG_SETMASK, &oldmask, NULL);
+                prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+                char *sargv[] = {(char *)slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+                                 "--enable-sandbox", "--enable-seccomp", ready_arg, pid_arg, "tap0", NULL};
+                char *senv[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+                execve(slirp, sargv, senv);
+                fprintf(stderr, "airlock-jail: cannot run %s: %s\n", slirp, strerror(errno));
+                _exit(125);
+            }
+            close(ready[1]);
+            struct pollfd p = {ready[0], POLLIN, 0};
+            char c;
+            if (slirp_pid < 0 || poll(&p, 1, 10000) <= 0 || read(ready[0], &c, 1) != 1)
+                set_error("slirp4netns did not set up the sandbox's network");
+            close(ready[0]);
+        }
+        if (error_text[0]) {
+            kill(child, SIGKILL);
+        } else if (write(block[1], "1", 1) != 1) {
+            set_error("cannot release the sandbox: %s", strerror(errno));
+            kill(child, SIGKILL);
+        }
+        close(block[1]);
+        close(info[0]);
+    }
+
+    /* Wait for bubblewrap to end, for the deadline, or for a cancellation. */
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long left_ms = (long long)(deadline.tv_sec - now.tv_sec) * 1000 +
+                            (deadline.tv_nsec - now.tv_nsec) / 1000000;
+        if (left_ms <= 0) { timed_out = 1; break; }
+        struct pollfd p[2] = {{pidfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        int n = poll(p, 2, (int)(left_ms > 1000 ? 1000 : left_ms + 1));
+        if (n < 0 && errno != EINTR) { set_error("poll: %s", strerror(errno)); break; }
+        if (n > 0 && (p[1].revents & POLLIN)) { cancelled = 1; break; }
+        pid_t w = waitpid(child, &wstatus, WNOHANG);
+        if (w == child) { have_status = 1; break; }
+    }
+    if (!have_status) {
+        kill(child, SIGKILL);  /* our own unreaped child: no pid reuse possible */
+        kill_cgroups(rel);
+        if (waitpid(child, &wstatus, 0) == child) have_status = 1;
+    }
+
+finish:;
+    /* Nothing of the run outlives it: orphans, daemons, stragglers. */
+    if (ndirs && kill_cgroups(rel) < 0) set_error("processes of the run survived SIGKILL");
+    if (slirp_pid > 0) { kill(slirp_pid, SIGKILL); waitpid(slirp_pid, NULL, 0); }
+    long long oom_kill = -1, peak = -1, failcnt = -1;
+    for (int d = 0; d < ndirs; d++) {
+        if (!dirs[d].controllers[C_MEMORY]) continue;
+        if (dirs[d].v2) {
+            oom_kill = read_counter(dirs[d].path, "memory.events", "oom_kill");
+            peak = read_counter(dirs[d].path, "memory.peak", NULL);
+            failcnt = read_counter(dirs[d].path, "memory.events", "max");
+        } else {
+            oom_kill = read_counter(dirs[d].path, "memory.oom_control", "oom_kill");
+            peak = read_counter(dirs[d].path, "memory.max_usage_in_bytes", NULL);
+            failcnt = read_counter(dirs[d].path, "memory.failcnt", NULL);
+        }
+    }
+    for (int d = 0; d < ndirs; d++)
+        for (int tries = 0; rmdir(dirs[d].path) < 0 && errno == EBUSY && tries < 1000; tries++) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    if (write_status(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2) < 0) {
+        fprintf(stderr, "airlock-jail: cannot write %s: %s\n", status_path, strerror(errno));
+        return 125;
+    }
+    return 0;
+}
