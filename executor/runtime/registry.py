@@ -26,6 +26,7 @@ AUTO = "auto"
 RUNTIMES: dict[str, str] = {
     "dagger": "executor.runtime.dagger:FACTORY",
     "podman": "executor.runtime.podman:FACTORY",
+    "jail": "executor.runtime.jail:FACTORY",
 }
 # What ``auto`` prefers: a reachable Dagger engine (production), else podman.
 AUTO_ORDER: tuple[str, ...] = ("dagger", "podman")
