@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,15 +86,13 @@ async def test_kill9_executor_mid_run_another_finishes_every_run_once(
             seen.append(set(await containers()))
             await asyncio.sleep(0.1)
 
-    watcher = asyncio.create_task(watch_containers())
-    t0 = time.monotonic()
+    watcher = asyncio.create_task(watch_containers())  # a sampler, not a synchronisation
     # Short runs now, so the survivor finishes quickly once it has re-queued them.
     async with running_executor(pg_plane.url, podman_runtime, slots=3, lease_seconds=3):
         for run_id in ids:
             await wait_terminal(alice, run_id)
     watching = False
     await watcher
-    elapsed = time.monotonic() - t0
 
     for run_id in ids:
         events = await run_events(pg_plane, run_id)
@@ -110,7 +107,6 @@ async def test_kill9_executor_mid_run_another_finishes_every_run_once(
             assert not (any(n.startswith(f"airlock-{run_id}-1") for n in snapshot)
                         and any(n.startswith(f"airlock-{run_id}-2") for n in snapshot)), snapshot
     assert await containers() == [], "sandboxes leaked"
-    assert elapsed < 90
 
 
 async def test_two_executor_processes_share_200_runs_each_executed_once(
