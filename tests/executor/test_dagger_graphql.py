@@ -310,8 +310,10 @@ async def test_runtime_cancel_returns_within_about_a_second(
     started = time.monotonic()
     result, _ = await run_fake(schema, make_spec(limits=Limits(timeout_seconds=60)), cancel,
                                contents=hang)
-    assert result.termination is Termination.CANCELLED
-    assert time.monotonic() - started < 1.5
+    assert result.termination is Termination.CANCELLED  # the engine never answers: only cancel
+    # The contract: after the cancel (at 0.2 s) run() waits at most cancel_wait_seconds (0.5,
+    # see run_fake) for the engine to let go; plus 1 s of scheduling slack.
+    assert time.monotonic() - started < 0.2 + 0.5 + 1.0
 
 
 async def test_runtime_backstop_times_out_a_stalled_engine(
@@ -326,7 +328,9 @@ async def test_runtime_backstop_times_out_a_stalled_engine(
                                contents=hang)
     assert result.termination is Termination.TIMED_OUT
     assert "backstop" in result.detail
-    assert time.monotonic() - started < 3
+    # The contract: the backstop fires at timeout (0.2) + kill grace (0.1) + backstop grace
+    # (0.2, see run_fake); plus 1 s of scheduling slack.
+    assert time.monotonic() - started < 0.2 + 0.1 + 0.2 + 1.0
 
 
 async def test_runtime_refuses_network_the_engine_cannot_give(
