@@ -87,6 +87,39 @@ python docs/gen_config.py --check
 """
 
 
+POLICY_EXAMPLE = REPO / "docs" / "policy.example.yaml"
+
+POLICY_SECTION = """\
+## Risk policy file (`AIRLOCK_POLICY_FILE`)
+
+The control plane decides from a run's *effective risk* whether it runs at once or waits for
+approvals. The effective risk is the highest of the agent version's declared `risk` and what
+the run asks for: network egress makes it at least `high`; secrets, or limits above the
+version's defaults, at least `medium` ([agent-authors.md](agent-authors.md)).
+
+`AIRLOCK_POLICY_FILE` names a YAML file: a mapping from a risk (`low`, `medium`, `high`,
+`critical`; case-insensitive) to a rule with two optional fields:
+
+| Field | Type | Default | Meaning |
+| --- | --- | --- | --- |
+| `approvals` | integer (0 to 10) | `0` | distinct approvers needed, none of them the submitter; `0` auto-approves |
+| `expires_after_seconds` | number (> 0) | `3600` | how long a run may wait for its approvals before it is `EXPIRED` |
+
+A risk the file does not list keeps its built-in rule. Without the variable the built-in
+policy applies: `low` and `medium` auto-approve, `high` needs 1 approver, `critical` 2; a
+pending approval expires after an hour. Any other key or field, or a value out of range, stops
+`airlock serve` at start-up (exit status 3) with a message naming it, e.g.
+`AIRLOCK_POLICY_FILE: policy.high.approvals: Input should be less than or equal to 10`.
+At start-up `airlock serve` logs which policy it loaded (the file, or built-in) and the rule
+for each risk. The file is read once: restart to apply a change.
+
+An example ([policy.example.yaml](policy.example.yaml); a test loads it):
+
+```yaml
+{example}```
+"""
+
+
 def _plain(t: Any) -> str:
     from pydantic import SecretStr
 
@@ -205,6 +238,7 @@ def render() -> str:
              "| Variable | Read by | Meaning |", "| --- | --- | --- |"]
     lines += [f"| `{n}` | {who} | {_cell(what, html=False)} |" for n, who, what in OTHER_VARIABLES]
     parts.append("\n".join(lines) + "\n")
+    parts.append(POLICY_SECTION.format(example=POLICY_EXAMPLE.read_text()))
     return "\n".join(parts)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from agents.manifest import Risk
@@ -44,7 +45,8 @@ def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
                         watch_poll_seconds=settings.watch_poll_seconds),
         approvals=ApprovalService(store, clock=clock, watch_poll_seconds=settings.watch_poll_seconds),
         admin=AdminService(store, clock=clock, auth_cache_seconds=settings.auth_cache_seconds,
-                           lease_seconds=settings.lease_seconds),
+                           lease_seconds=settings.lease_seconds,
+                           executor_retention_seconds=settings.executor_retention_seconds),
     )
 
 
@@ -164,14 +166,21 @@ class ControlPlane:
             f.write(token + "\n")
 
     async def _sweep(self) -> None:
+        next_fleet_sweep = 0.0
         while True:
             await asyncio.sleep(self.settings.expiry_sweep_seconds)
             try:
                 n = await self.services.approvals.expire_due()
                 if n:
                     log.info("expired %d approval(s)", n)
+                if time.monotonic() >= next_fleet_sweep:  # once a minute is plenty
+                    next_fleet_sweep = time.monotonic() + 60
+                    dropped = await self.services.admin.drop_old_executors()
+                    if dropped:
+                        log.info("dropped %d stopped or lost executor(s) past their retention "
+                                 "(AIRLOCK_EXECUTOR_RETENTION_SECONDS)", dropped)
             except Exception:  # a database blip must not end the sweeper
-                log.exception("approval expiry sweep failed")
+                log.exception("background sweep failed")
 
     async def _sample_queue(self) -> None:
         """Sample the queue depth for the metrics gauge (the gauge callback cannot query)."""

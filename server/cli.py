@@ -476,12 +476,13 @@ def _print_started(cp: ControlPlane, settings: ServerSettings) -> None:
     if cp.http_address:
         print(f"airlock: gRPC-Web and the UI on http://{cp.http_address}", flush=True)
     if cp.admin_token:
-        print("airlock: created the first admin key; its token (shown once):", flush=True)
-        print(f"    {cp.admin_token}", flush=True)
         if settings.admin_token_file:
-            print(f"airlock: the token was written to {settings.admin_token_file} (mode 0600)",
-                  flush=True)
+            # Saved to a file: never print it too (stdout usually ends up in a log).
+            print(f"airlock: created the first admin key; its token was written to "
+                  f"{settings.admin_token_file} (mode 0600)", flush=True)
         else:
+            print("airlock: created the first admin key; its token (shown once):", flush=True)
+            print(f"    {cp.admin_token}", flush=True)
             print("airlock: the token was not written anywhere (set AIRLOCK_ADMIN_TOKEN_FILE "
                   "to keep it in a file); store it now", flush=True)
 
@@ -811,7 +812,9 @@ def _print_result(res: rs.GetRunResultResponse, tail: int) -> None:
         except json.JSONDecodeError:
             print(res.output_json)
     if res.error_code or res.error_message:
-        print(f"error: {res.error_code or '-'}: {res.error_message or '-'}")
+        # "error: CODE: message" when the agent gave a code, else just "error: message".
+        parts = [p for p in (res.error_code, res.error_message) if p]
+        print("error: " + ": ".join(parts))
     if res.logs:
         lines = res.logs.splitlines()
         shown = lines[-tail:] if tail > 0 else lines
@@ -1102,9 +1105,10 @@ async def cmd_executors_list(ns: argparse.Namespace) -> int:
         print_json(resp)
         return EXIT_OK
     rows = [(e.id, e.host, e.runtime, f"{e.slots_in_use}/{e.slots}",
-             "yes" if e.healthy else "NO", when(e, "start_time"), when(e, "heartbeat_time"))
+             adm.ExecutorState.Name(e.state).removeprefix("EXECUTOR_STATE_").lower(),
+             when(e, "start_time"), when(e, "heartbeat_time"))
             for e in resp.executors]
-    print_table(("ID", "HOST", "RUNTIME", "SLOTS", "HEALTHY", "STARTED", "HEARTBEAT"), rows,
+    print_table(("ID", "HOST", "RUNTIME", "SLOTS", "STATE", "STARTED", "HEARTBEAT"), rows,
                 "no executors registered")
     return EXIT_OK
 
@@ -1112,7 +1116,11 @@ async def cmd_executors_list(ns: argparse.Namespace) -> int:
 def _register_executors(cli: Commands) -> None:
     ex = cli.group("executors", help="the executor fleet")
     ex.add("list", cmd_executors_list, remote=True,
-           help="list executors with their slots and health")
+           help="list executors with their slots and state (active, lost, stopped)",
+           description="List the executor fleet. STATE: active (heartbeating), lost (no "
+                       "heartbeat within the lease timeout: killed or cut off; its runs are "
+                       "re-queued) or stopped (shut down). Stopped and lost executors are "
+                       "dropped after AIRLOCK_EXECUTOR_RETENTION_SECONDS.")
 
 
 # ----------------------------------------------------------------------------- base image

@@ -22,7 +22,9 @@ class ServerSettings(BaseSettings):
     grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port of gRPC-Web and the UI")
     http_enabled: bool = Field(default=True, description="serve gRPC-Web and the UI on http_listen")
-    policy_file: Path | None = Field(default=None, description="YAML risk policy (default: built-in)")
+    policy_file: Path | None = Field(default=None, description="YAML risk policy file: the "
+                                     "approvals each risk needs (format: see Risk policy file "
+                                     "below; default: built-in)")
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024,
                                    description="largest request or response message accepted")
     max_input_bytes: int = Field(default=256 * 1024, ge=1, description="largest run input (JSON)")
@@ -33,6 +35,9 @@ class ServerSettings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=300,
                                       description="how long a verified key is cached (revocation lag)")
     lease_seconds: float = Field(default=15.0, gt=0, description="executor lease timeout")
+    executor_retention_seconds: float = Field(
+        default=86400.0, ge=0, description="how long a stopped or lost executor stays listed "
+        "(`airlock executors list`) before it is dropped")
     max_attempts: int = Field(default=3, ge=1, le=20, description="attempts before LOST")
     tls_cert_file: Path | None = Field(default=None, description="PEM certificate: enables gRPC TLS")
     tls_key_file: Path | None = Field(default=None, description="PEM private key for TLS")

@@ -25,39 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61irlock/v1/admin_service.proto\x12\nairlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.airlock.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x01\n\x08\x45xecutor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x14\n\x0cslots_in_use\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\"D\n\x13\x43reateApiKeyRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.airlock.v1.Role\"F\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"7\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.airlock.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x14RevokeApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey\"\x16\n\x14ListExecutorsRequest\"@\n\x15ListExecutorsResponse\x12\'\n\texecutors\x18\x01 \x03(\x0b\x32\x14.airlock.v1.Executor\"\x0f\n\rWhoAmIRequest\"1\n\x0eWhoAmIResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey*w\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_APPROVER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04\x12\x11\n\rROLE_EXECUTOR\x10\x05\x32\x9b\x03\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.airlock.v1.CreateApiKeyRequest\x1a .airlock.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.airlock.v1.ListApiKeysRequest\x1a\x1f.airlock.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.airlock.v1.RevokeApiKeyRequest\x1a .airlock.v1.RevokeApiKeyResponse\x12T\n\rListExecutors\x12 .airlock.v1.ListExecutorsRequest\x1a!.airlock.v1.ListExecutorsResponse\x12?\n\x06WhoAmI\x12\x19.airlock.v1.WhoAmIRequest\x1a\x1a.airlock.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61irlock/v1/admin_service.proto\x12\nairlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.airlock.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x02\n\x08\x45xecutor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x14\n\x0cslots_in_use\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\x12(\n\x05state\x18\t \x01(\x0e\x32\x19.airlock.v1.ExecutorState\x12-\n\tstop_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x13\x43reateApiKeyRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.airlock.v1.Role\"F\n\x14\x43reateApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey\x12\r\n\x05token\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"7\n\x13ListApiKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.airlock.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x14RevokeApiKeyResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey\"\x16\n\x14ListExecutorsRequest\"@\n\x15ListExecutorsResponse\x12\'\n\texecutors\x18\x01 \x03(\x0b\x32\x14.airlock.v1.Executor\"\x0f\n\rWhoAmIRequest\"1\n\x0eWhoAmIResponse\x12\x1f\n\x03key\x18\x01 \x01(\x0b\x32\x12.airlock.v1.ApiKey*w\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_APPROVER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04\x12\x11\n\rROLE_EXECUTOR\x10\x05*\x7f\n\rExecutorState\x12\x1e\n\x1a\x45XECUTOR_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XECUTOR_STATE_ACTIVE\x10\x01\x12\x17\n\x13\x45XECUTOR_STATE_LOST\x10\x02\x12\x1a\n\x16\x45XECUTOR_STATE_STOPPED\x10\x03\x32\x9b\x03\n\x0c\x41\x64minService\x12Q\n\x0c\x43reateApiKey\x12\x1f.airlock.v1.CreateApiKeyRequest\x1a .airlock.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.airlock.v1.ListApiKeysRequest\x1a\x1f.airlock.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.airlock.v1.RevokeApiKeyRequest\x1a .airlock.v1.RevokeApiKeyResponse\x12T\n\rListExecutors\x12 .airlock.v1.ListExecutorsRequest\x1a!.airlock.v1.ListExecutorsResponse\x12?\n\x06WhoAmI\x12\x19.airlock.v1.WhoAmIRequest\x1a\x1a.airlock.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=928
-  _globals['_ROLE']._serialized_end=1047
+  _globals['_ROLE']._serialized_start=1017
+  _globals['_ROLE']._serialized_end=1136
+  _globals['_EXECUTORSTATE']._serialized_start=1138
+  _globals['_EXECUTORSTATE']._serialized_end=1265
   _globals['_APIKEY']._serialized_start=80
   _globals['_APIKEY']._serialized_end=245
   _globals['_EXECUTOR']._serialized_start=248
-  _globals['_EXECUTOR']._serialized_end=455
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=457
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=525
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=527
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=597
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=599
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=619
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=621
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=676
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=678
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=711
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=713
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=768
-  _globals['_LISTEXECUTORSREQUEST']._serialized_start=770
-  _globals['_LISTEXECUTORSREQUEST']._serialized_end=792
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=794
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=858
-  _globals['_WHOAMIREQUEST']._serialized_start=860
-  _globals['_WHOAMIREQUEST']._serialized_end=875
-  _globals['_WHOAMIRESPONSE']._serialized_start=877
-  _globals['_WHOAMIRESPONSE']._serialized_end=926
-  _globals['_ADMINSERVICE']._serialized_start=1050
-  _globals['_ADMINSERVICE']._serialized_end=1461
+  _globals['_EXECUTOR']._serialized_end=544
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=546
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=614
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=616
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=686
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=688
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=708
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=710
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=765
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=767
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=800
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=802
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=857
+  _globals['_LISTEXECUTORSREQUEST']._serialized_start=859
+  _globals['_LISTEXECUTORSREQUEST']._serialized_end=881
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=883
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=947
+  _globals['_WHOAMIREQUEST']._serialized_start=949
+  _globals['_WHOAMIREQUEST']._serialized_end=964
+  _globals['_WHOAMIRESPONSE']._serialized_start=966
+  _globals['_WHOAMIRESPONSE']._serialized_end=1015
+  _globals['_ADMINSERVICE']._serialized_start=1268
+  _globals['_ADMINSERVICE']._serialized_end=1679
 # @@protoc_insertion_point(module_scope)

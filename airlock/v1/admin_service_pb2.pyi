@@ -18,12 +18,23 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_APPROVER: _ClassVar[Role]
     ROLE_VIEWER: _ClassVar[Role]
     ROLE_EXECUTOR: _ClassVar[Role]
+
+class ExecutorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTOR_STATE_UNSPECIFIED: _ClassVar[ExecutorState]
+    EXECUTOR_STATE_ACTIVE: _ClassVar[ExecutorState]
+    EXECUTOR_STATE_LOST: _ClassVar[ExecutorState]
+    EXECUTOR_STATE_STOPPED: _ClassVar[ExecutorState]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_SUBMITTER: Role
 ROLE_APPROVER: Role
 ROLE_VIEWER: Role
 ROLE_EXECUTOR: Role
+EXECUTOR_STATE_UNSPECIFIED: ExecutorState
+EXECUTOR_STATE_ACTIVE: ExecutorState
+EXECUTOR_STATE_LOST: ExecutorState
+EXECUTOR_STATE_STOPPED: ExecutorState
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "owner", "role", "create_time", "revoke_time")
@@ -40,7 +51,7 @@ class ApiKey(_message.Message):
     def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("id", "host", "runtime", "slots", "slots_in_use", "start_time", "heartbeat_time", "healthy")
+    __slots__ = ("id", "host", "runtime", "slots", "slots_in_use", "start_time", "heartbeat_time", "healthy", "state", "stop_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +60,8 @@ class Executor(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     runtime: str
@@ -57,7 +70,9 @@ class Executor(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     heartbeat_time: _timestamp_pb2.Timestamp
     healthy: bool
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., runtime: _Optional[str] = ..., slots: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., healthy: _Optional[bool] = ...) -> None: ...
+    state: ExecutorState
+    stop_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., runtime: _Optional[str] = ..., slots: _Optional[int] = ..., slots_in_use: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., healthy: _Optional[bool] = ..., state: _Optional[_Union[ExecutorState, str]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
     __slots__ = ("owner", "role")

@@ -7,7 +7,8 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from server.domain.errors import InvalidArgument, KeyNotFound, Unauthenticated
 from server.domain.models import ApiKey, ExecutorInfo
@@ -18,6 +19,14 @@ from server.services.validation import require
 from server.store.store import Store
 
 OWNER_RE = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$"
+
+
+class ExecutorState(StrEnum):
+    """Derived from the executor's row: stopped_at set, or heartbeat age vs the lease."""
+
+    ACTIVE = "active"  # heartbeat within the lease timeout
+    LOST = "lost"  # no heartbeat within the lease timeout, never stopped (killed, cut off)
+    STOPPED = "stopped"  # stopped on purpose
 
 
 def hash_secret(secret: str) -> str:
@@ -42,11 +51,12 @@ class RevokeKeyRequest:
 
 class AdminService:
     def __init__(self, store: Store, *, clock: Clock = utcnow, auth_cache_seconds: float = 5.0,
-                 lease_seconds: float = 30.0) -> None:
+                 lease_seconds: float = 30.0, executor_retention_seconds: float = 86400.0) -> None:
         self.store = store
         self.clock = clock
         self.auth_cache_seconds = auth_cache_seconds
         self.lease_seconds = lease_seconds
+        self.executor_retention_seconds = executor_retention_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def create_key(self, by: str, req: CreateKeyRequest) -> tuple[ApiKey, str]:
@@ -120,13 +130,32 @@ class AdminService:
             return None
         return Principal(key_id=key.id, owner=key.owner, role=key.role)
 
-    async def list_executors(self) -> list[tuple[ExecutorInfo, bool]]:
-        """Executors with a health flag (heartbeat within the lease timeout, not stopped)."""
+    def executor_state(self, e: ExecutorInfo, now: datetime) -> ExecutorState:
+        if e.stopped_at is not None:
+            return ExecutorState.STOPPED
+        if now - e.heartbeat_at > timedelta(seconds=self.lease_seconds):
+            return ExecutorState.LOST
+        return ExecutorState.ACTIVE
+
+    async def drop_old_executors(self) -> int:
+        """Forget executors stopped, or lost, longer ago than the retention period.
+
+        A lost executor counts as lost from its last heartbeat plus the lease timeout (when the
+        others start re-queueing its runs)."""
+        now = self.clock()
+        keep = timedelta(seconds=self.executor_retention_seconds)
+        async with self.store.transaction() as tx:
+            return await tx.drop_executors(
+                stopped_before=now - keep,
+                heartbeat_before=now - keep - timedelta(seconds=self.lease_seconds))
+
+    async def list_executors(self) -> list[tuple[ExecutorInfo, ExecutorState]]:
+        """Executors still retained, each with its state (active, lost or stopped)."""
+        await self.drop_old_executors()
         now = self.clock()
         async with self.store.read() as tx:
             rows = await tx.list_executors()
-        limit = timedelta(seconds=self.lease_seconds)
-        return [(e, e.stopped_at is None and now - e.heartbeat_at <= limit) for e in rows]
+        return [(e, self.executor_state(e, now)) for e in rows]
 
 
 def parse_role(field: str, value: str) -> Role:

@@ -527,6 +527,15 @@ class Tx:
         rows = await self.conn.execute(select(t.executors).order_by(t.executors.c.id))
         return [_executor(r) for r in rows]
 
+    async def drop_executors(self, *, stopped_before: datetime, heartbeat_before: datetime) -> int:
+        """Delete executors that stopped before ``stopped_before``, or that never stopped but
+        last heartbeat before ``heartbeat_before`` (lost); return how many."""
+        e = t.executors.c
+        result = await self.conn.execute(delete(t.executors).where(or_(
+            and_(e.stopped_at.is_not(None), e.stopped_at < stopped_before),
+            and_(e.stopped_at.is_(None), e.heartbeat_at < heartbeat_before))))
+        return int(result.rowcount or 0)
+
     async def claim_queued(self, limit: int, *, network: bool | None = None) -> list[Run]:
         """Lock up to ``limit`` queued runs, oldest first, skipping rows others hold.
 

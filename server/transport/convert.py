@@ -147,10 +147,14 @@ def key_pb(k: ApiKey) -> admin_pb.ApiKey:
                            revoke_time=ts(k.revoked_at))
 
 
-def executor_pb(e: ExecutorInfo, healthy: bool) -> admin_pb.Executor:
+def executor_pb(e: ExecutorInfo, state: str) -> admin_pb.Executor:
+    """``state``: active, lost or stopped (server.services.admin.ExecutorState)."""
+    active = state == "active"
     return admin_pb.Executor(id=e.id, host=e.host, runtime=e.runtime, slots=e.slots,
-                             slots_in_use=e.slots_in_use, start_time=ts(e.started_at),
-                             heartbeat_time=ts(e.heartbeat_at), healthy=healthy)
+                             slots_in_use=e.slots_in_use if active else 0,
+                             start_time=ts(e.started_at), heartbeat_time=ts(e.heartbeat_at),
+                             healthy=active, stop_time=ts(e.stopped_at),
+                             state=admin_pb.ExecutorState.Value(f"EXECUTOR_STATE_{state.upper()}"))
 
 
 def json_text(value: Any) -> str:

@@ -233,8 +233,8 @@ async def test_executors_list(cli: Cli, plane: Plane) -> None:
                                               slots_in_use=1, started_at=now, heartbeat_at=now,
                                               stopped_at=None))
     header, row = (await cli.ok("executors", "list", token=admin)).out.splitlines()
-    assert header.split() == ["ID", "HOST", "RUNTIME", "SLOTS", "HEALTHY", "STARTED", "HEARTBEAT"]
-    assert row.split()[:5] == ["ex-1", "host-a", "podman", "1/4", "yes"]
+    assert header.split() == ["ID", "HOST", "RUNTIME", "SLOTS", "STATE", "STARTED", "HEARTBEAT"]
+    assert row.split()[:5] == ["ex-1", "host-a", "podman", "1/4", "active"]
     listed = (await cli.ok("executors", "list", "--json", token=admin)).json()["executors"]
     assert listed[0]["slots"] == 4
 
