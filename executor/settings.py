@@ -37,6 +37,9 @@ class ExecutorSettings(BaseSettings):
     lease_seconds: float = Field(default=15.0, ge=1, description="lease length; renewed by heartbeats")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="lease renewal interval")
     poll_seconds: float = Field(default=2.0, gt=0, description="queue poll when no NOTIFY arrives")
+    schema_wait_seconds: float = Field(
+        default=60.0, ge=0, description="at start-up, how long to wait for the database schema "
+        "(created by `airlock serve` or `airlock migrate`) before exiting with status 3")
     grace_seconds: float = Field(default=10.0, ge=0, description="shutdown wait for running runs")
     secrets_dir: Path | None = Field(default=None, description="one file per secret, named after it")
     secrets_env_prefix: str = Field(default="AIRLOCK_SECRET_",

@@ -79,6 +79,18 @@ class Executor:
 
     async def start(self) -> None:
         await self.runtime.check()
+        # Leftovers of executors that died on this host (kill -9, OOM, power): their sandboxes
+        # already ended at their deadlines (the runtime's backstop); remove what remains now,
+        # not when their leases lapse. Then mark this executor alive on the host.
+        reap_dead = getattr(self.runtime, "reap_dead_executors", None)
+        if reap_dead is not None:
+            try:
+                await reap_dead()
+            except Exception:  # never a reason not to start: lapsed leases reap per run too
+                log.exception("reaping leftovers of dead executors failed")
+        hold = getattr(self.runtime, "hold_liveness", None)
+        if hold is not None:
+            await hold(getattr(self.runtime, "executor_id", None) or self.id)
         now = self.clock()
         async with self.store.transaction() as tx:
             await tx.upsert_executor(ExecutorInfo(
@@ -107,8 +119,9 @@ class Executor:
                 await asyncio.wait(pending, timeout=10)
         for t in self._tasks:
             t.cancel()
-        # Bounded: a background loop that failed to stop must not hang the shutdown.
-        _, stuck = await asyncio.wait(self._tasks, timeout=5)
+        # Bounded: a background loop that failed to stop must not hang the shutdown. (None
+        # when start() failed early: asyncio.wait refuses an empty set.)
+        _, stuck = await asyncio.wait(self._tasks, timeout=5) if self._tasks else (set(), set())
         for t in stuck:
             log.error("executor task %s did not stop on cancellation", t.get_name())
         with contextlib.suppress(Exception):
@@ -182,6 +195,7 @@ class Executor:
             try:
                 secrets = self.secrets.resolve(run.secrets)
             except MissingSecret as e:
+                log.warning("run %s: cannot start: %s", run.id, e)
                 await self._finish(a, Outcome(state=RunState.FAILED, reason=str(e)))
                 return
             # Lease -> launch is the sandbox start latency; the container gets the
@@ -201,6 +215,9 @@ class Executor:
                     limits=run.limits, entrypoint=run.entrypoint, network=run.network,
                     secrets=secrets, executor_id=self.id,
                     env={"TRACEPARENT": traceparent} if traceparent else {})
+                log.info("run %s: attempt %d starting on %s (%s@%s %s, timeout %gs, memory %d MiB)",
+                         run.id, run.attempt, self.id, run.agent, run.version, run.capability,
+                         run.limits.timeout_seconds, run.limits.memory_mib)
                 result = await self.runtime.run(spec, a.cancel)
                 sandbox.set_attribute("airlock.sandbox.termination", result.termination.value)
             metrics_api().sandbox_duration.record(result.duration_seconds,
@@ -232,7 +249,8 @@ class Executor:
             current = await tx.get_run(run.id, lock=True)
             if (current is None or current.state is not RunState.RUNNING
                     or current.lease_owner != self.id or current.attempt != run.attempt):
-                log.warning("run %s: lease lost before the result was recorded; result dropped", run.id)
+                log.warning("run %s: lease lost before the result was recorded; result (%s) "
+                            "dropped", run.id, outcome.state.value)
                 return
             if a.shutdown and outcome.state is RunState.CANCELLED:
                 target, reason = RunState.QUEUED, f"executor {self.id} shut down; re-queued"
@@ -251,6 +269,18 @@ class Executor:
             await tx.transition(current, target, reason=reason, actor=self.id, now=now,
                                 lease_owner=None, lease_expires_at=None,
                                 **({"finished_at": None} if target is RunState.QUEUED else {}))
+        # After the commit: the message states what the database now says.
+        took = f"after {outcome.duration_seconds:.1f}s"
+        if target is RunState.QUEUED:
+            log.warning("run %s: attempt %d stopped because executor %s is shutting down; "
+                        "re-queued", run.id, run.attempt, self.id)
+        elif target is RunState.SUCCEEDED:
+            log.info("run %s: attempt %d SUCCEEDED %s", run.id, run.attempt, took)
+        else:
+            peak = (f", peak memory {outcome.peak_memory_bytes} bytes"
+                    if outcome.peak_memory_bytes is not None else "")
+            log.warning("run %s: attempt %d %s %s: %s%s", run.id, run.attempt, target.value, took,
+                        reason, peak)
 
     # -- background loops --------------------------------------------------------------------
 
@@ -267,7 +297,9 @@ class Executor:
                 for run_id, a in renewing.items():
                     if run_id not in held and not a.cancel.is_set() and not a.finishing:
                         # Someone else re-queued or failed it: stop our copy at once.
-                        log.warning("run %s: lease lost; stopping the sandbox", run_id)
+                        with run_context(run_id):
+                            log.warning("run %s: lease lost (attempt %d); stopping the sandbox",
+                                        run_id, a.run.attempt)
                         a.cancel.set()
             except Exception:
                 log.exception("heartbeat failed")
@@ -283,7 +315,9 @@ class Executor:
                         ids = await tx.cancel_requested_among(list(self.active))
                     for run_id in ids:
                         a = self.active.get(run_id)
-                        if a is not None:
+                        if a is not None and not a.cancel.is_set():
+                            with run_context(run_id):
+                                log.info("run %s: cancel requested; stopping the sandbox", run_id)
                             a.cancel.set()
                 except Exception:
                     log.exception("cancel check failed")
@@ -301,6 +335,7 @@ class Executor:
         """Re-queue (or fail as LOST) runs whose executor stopped renewing its lease."""
         now = self.clock()
         count = 0
+        done: list[tuple[str, str]] = []
         async with self.store.transaction() as tx:
             for run in await tx.lapsed_runs(now):
                 if run.id in self.active:
@@ -313,12 +348,19 @@ class Executor:
                     await tx.transition(run, RunState.QUEUED, actor=self.id, now=now,
                                         reason=f"lease lost on {who} (attempt {run.attempt}); re-queued",
                                         lease_owner=None, lease_expires_at=None, finished_at=None)
+                    done.append((run.id, f"lease lost on {who} (attempt {run.attempt} of "
+                                         f"{run.max_attempts}); re-queued"))
                 else:
                     await tx.transition(run, RunState.FAILED, actor=self.id, now=now,
                                         reason=f"LOST: lease lost on {who} after {run.attempt} attempts",
                                         lease_owner=None, lease_expires_at=None)
                     await tx.save_result(run.id, error_code="LOST")
+                    done.append((run.id, f"lease lost on {who} after {run.attempt} attempts; "
+                                         f"FAILED (LOST)"))
                 count += 1
+        for run_id, what in done:  # after the commit
+            with run_context(run_id):
+                log.warning("run %s: %s", run_id, what)
         return count
 
     def describe(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 async def cmd_executor(ns: argparse.Namespace) -> int:
-    from executor.main import install_signal_handlers, run_executor
+    from executor.main import SchemaMissing, install_signal_handlers, run_executor
     from executor.runtime.base import RuntimeUnavailable
     from executor.settings import ExecutorSettings
     from server.cli import EXIT_CONFIG, load_settings
@@ -27,7 +27,7 @@ async def cmd_executor(ns: argparse.Namespace) -> int:
     install_signal_handlers(stop)
     try:
         await run_executor(settings, stop)
-    except RuntimeUnavailable as e:
+    except (RuntimeUnavailable, SchemaMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
@@ -41,7 +41,9 @@ def register_executor(cli: Commands) -> None:
             "run each in a sandbox (AIRLOCK_RUNTIME=auto|podman|dagger) under hard limits and\n"
             "record the outcome. SIGINT/SIGTERM: stop leasing, let runs finish within\n"
             "AIRLOCK_GRACE_SECONDS, then stop and re-queue them; a second signal exits at once.\n"
-            "Refuses to start (exit 3) when no sandbox runtime is usable."
+            "Refuses to start (exit 3) when no sandbox runtime is usable. Waits up to\n"
+            "AIRLOCK_SCHEMA_WAIT_SECONDS for the database schema (a fresh database is migrated\n"
+            "by `airlock serve` or `airlock migrate`), then exits 3 saying it is missing."
         ),
     )
     p.add_argument("--slots", type=int, help="runs at once (default AIRLOCK_SLOTS or 2)")

@@ -26,8 +26,11 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -71,6 +74,17 @@ NOFILE = 1024  # the host's hard limit is 20000; podman's default exceeds it and
 NPROC_MAX = 32768
 TMP_SIZE = "32m"  # the agent's scratch /tmp; also charged to its memory cgroup
 KILL_GRACE_SECONDS = 0.8  # after this, stop asking podman nicely and remove the container
+# The wall-clock limit does not depend on the executor staying alive: every container is
+# started with `podman run --timeout` = limit + this grace, which conmon (not the executor)
+# enforces with SIGKILL. The executor's own timer fires first and reports TIMED_OUT; the
+# backstop ends a sandbox whose executor was killed, hung or cut off. Contract: a sandbox
+# never runs longer than its timeout plus DEADLINE_GRACE_SECONDS after it started.
+DEADLINE_GRACE_SECONDS = 3
+# One lock file per executor id (label value) on this host, held (shared) for as long as a
+# process that runs sandboxes under that id is alive; the kernel drops it when the process
+# dies, even by SIGKILL. A lock file nobody holds names a dead executor: its leftovers
+# (containers, work dirs, cgroups) are reaped by the next executor starting on this host.
+LIVENESS_DIR = Path("/run/airlock-executors")
 LOG_DRAIN_SECONDS = 1.0  # after the client exits, how long the log pipe may take to close
 OOM_MARGIN_BYTES = 1 << 20  # peak within 1 MiB of the limit + SIGKILL = the OOM killer
 EXIT_SIGKILL = 128 + 9
@@ -171,8 +185,12 @@ class PodmanRuntime:
         cgroup_parent: str = "airlock",
         executor_id: str | None = None,
         probe_image: str = DEFAULT_PROBE_IMAGE,
+        liveness_dir: str | Path = LIVENESS_DIR,
     ) -> None:
         self.podman = podman
+        self.liveness_dir = Path(liveness_dir)
+        self._alive_fds: dict[str, int] = {}  # executor label -> its held liveness lock
+        self._alive_lock = asyncio.Lock()
         self.probe_image = probe_image
         self.global_options = tuple(global_options)
         self.work_root = Path(work_root)
@@ -340,6 +358,8 @@ class PodmanRuntime:
             "--cgroups=no-conmon",
             f"--cgroup-parent=/{self.cgroup_parent}/{spec.sandbox_name}",
             "--init",  # PID 1 reaps and, when the agent exits, ends every orphan with it
+            # conmon kills the container at this deadline even if the executor is gone.
+            "--timeout", str(math.ceil(float(lim.timeout_seconds)) + DEADLINE_GRACE_SECONDS),
             "--network=" + ("bridge" if spec.network else "none"),
             "--read-only",
             "--read-only-tmpfs=false",  # no unbounded default tmpfs on /run, /var/tmp
@@ -495,6 +515,8 @@ class PodmanRuntime:
         return result
 
     async def _run_once(self, spec: RunSpec, cancel: asyncio.Event) -> SandboxResult:
+        # Before any container exists under this label: a reaper never takes it for dead.
+        await self.hold_liveness(self.executor_id or spec.executor_id)
         started = time.monotonic()
         if cancel.is_set():
             return SandboxResult(Termination.CANCELLED, None, None, False, b"", False, 0.0)
@@ -536,6 +558,9 @@ class PodmanRuntime:
             termination, detail = Termination.EXITED, ""
             if killed_by is not None:
                 termination = killed_by
+            elif exit_code != 0 and duration >= float(limits.timeout_seconds):
+                # conmon's deadline backstop (--timeout) ended it before our own timer did.
+                termination = Termination.TIMED_OUT
             elif exit_code != 0 and exit_code is not None:
                 termination, exit_code, detail = await self._diagnose(spec, exit_code, peak, sink)
             return SandboxResult(
@@ -617,6 +642,122 @@ class PodmanRuntime:
         for name in leftovers:
             await asyncio.to_thread(self._cleanup_host, name)
         return len(names)
+
+
+    # ------------------------------------------------------------------ dead executors
+
+    def _liveness_path(self, label: str) -> Path:
+        return self.liveness_dir / f"{hashlib.sha256(label.encode()).hexdigest()[:32]}.lock"
+
+    def _hold_liveness_sync(self, label: str) -> int:
+        self.liveness_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._liveness_path(label)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a reaper holds it (briefly)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # a reaper removed that file meanwhile: lock the new one
+        record = json.dumps({"executor": label, "work_root": str(self.work_root),
+                             "cgroup_parent": self.cgroup_parent, "pid": os.getpid()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        return fd
+
+    async def hold_liveness(self, label: str) -> None:
+        """Mark ``label`` (an executor id) alive on this host for this process's lifetime."""
+        if label in self._alive_fds:
+            return
+        async with self._alive_lock:
+            if label not in self._alive_fds:
+                self._alive_fds[label] = await asyncio.to_thread(self._hold_liveness_sync, label)
+
+    def _dead_executors(self) -> list[tuple[int, Path, dict[str, Any]]]:
+        """Lock files nobody holds, each locked exclusively now: (fd, path, record)."""
+        dead: list[tuple[int, Path, dict[str, Any]]] = []
+        if not self.liveness_dir.is_dir():
+            return dead
+        for path in sorted(self.liveness_dir.glob("*.lock")):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    raise FileNotFoundError(path)  # replaced meanwhile: not ours to judge
+                record = json.loads(os.pread(fd, 65536, 0) or b"{}")
+                if not isinstance(record, dict) or not record.get("executor"):
+                    raise ValueError(f"unreadable liveness record {path}")
+            except (BlockingIOError, FileNotFoundError):  # alive (or gone): leave it
+                os.close(fd)
+                continue
+            except ValueError as e:  # torn write of a process that died at once: drop it
+                log.warning("%s; removing it", e)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                os.close(fd)
+                continue
+            dead.append((fd, path, record))
+        return dead
+
+    async def reap_dead_executors(self) -> dict[str, int]:
+        """Remove what executors that died on this host left behind: their containers (still
+        running, or stopped by the deadline backstop), tmpfs work dirs and cgroups.
+
+        Returns {dead executor id: containers removed}. Executors that are alive (any process
+        holding their liveness lock) are never touched; call before ``hold_liveness`` so an
+        executor restarted under the same id reaps its previous life's leftovers."""
+        await self.check()
+        reaped: dict[str, int] = {}
+        for fd, path, record in await asyncio.to_thread(self._dead_executors):
+            label = str(record["executor"])
+            try:
+                rc, out, err = await self._podman(
+                    "ps", "-a", "--filter", f"label={LABEL_EXECUTOR}={label}",
+                    "--format", "{{.Names}}")
+                if rc != 0:
+                    log.warning("could not list containers of dead executor %s: %s", label,
+                                err.strip())
+                    continue  # keep its lock file: try again at the next start
+                names = out.split()
+                if names:
+                    await self._podman("rm", "-f", "-t", "0", *names, time_limit=60)
+                work_root = Path(record.get("work_root") or self.work_root)
+                parent = str(record.get("cgroup_parent") or self.cgroup_parent)
+                for name in names:
+                    await asyncio.to_thread(self._cleanup_paths, work_root, parent, name)
+                reaped[label] = len(names)
+                path.unlink(missing_ok=True)
+                log.warning("reaped leftovers of dead executor %s (pid %s): %d container(s)%s",
+                            label, record.get("pid"), len(names),
+                            f" {', '.join(names)}" if names else "")
+            finally:
+                os.close(fd)  # releases the exclusive lock
+        return reaped
+
+    def _cleanup_paths(self, work_root: Path, cgroup_parent: str, sandbox_name: str) -> None:
+        """``_cleanup_host`` for another executor's layout (its work root and cgroup parent)."""
+        work = work_root / sandbox_name
+        try:
+            _umount(work)
+            work.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove %s: %s", work, e)
+        for root in self._host.cgroup_roots if self._host else ():
+            d = root / cgroup_parent / sandbox_name
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("could not remove cgroup %s: %s", d, e)
 
 
 class PodmanSettings(RuntimeSettings):
