@@ -54,3 +54,31 @@ def test_control_plane_quick_ends_with_json_line() -> None:
     assert set(doc["targets"]) == TARGETS
     assert all(isinstance(v, bool) for v in doc["targets"].values())
     assert doc["all_targets_met"] == all(doc["targets"].values())
+
+
+@pytest.mark.nats
+@pytest.mark.podman
+def test_events_quick_measures_idle_and_under_run_load() -> None:
+    """bench/events.py --quick: idle, and with one sandbox slot kept busy; ends with JSON."""
+    reason = pg_available()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "events.py"), "--quick",
+                           "--load-slots", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) > 1, "expected tables before the JSON line"
+    doc = json.loads(lines[-1])
+    assert doc["benchmark"] == "events" and doc["duration_s"] == 2.0
+    for phase in ("steady", "loaded"):
+        cell = doc[phase]
+        assert cell["missing"] == 0 and cell["errors"] == 0, (phase, cell)
+        assert 0 < cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"], (phase, cell)
+    loaded = doc["loaded"]
+    # How many sandboxes finish in 2 s depends on the machine; each one's two events arrive.
+    assert loaded["slots"] == 1, loaded
+    assert loaded["sandbox_runs_succeeded"] == loaded["sandbox_runs"], loaded
+    assert loaded["executor_events"] == 2 * loaded["sandbox_runs"], loaded
+    assert doc["drain"]["complete"] and doc["drain"]["duplicates"] == 0, doc["drain"]
+    assert set(doc["targets"]) == {"p99_le_50ms", "drain_ge_1000_per_s"}
