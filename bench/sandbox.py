@@ -1,21 +1,24 @@
-"""Sandbox benchmark: per-run overhead of the podman runtime, and end-to-end throughput.
+"""Sandbox benchmark: per-run overhead of the jail and podman runtimes, and end-to-end throughput.
 
 The same trivial agent (the ``ok`` capability of the misbehave fixture: read the input, write
-``{"output": ...}``, exit 0) is started N times, one at a time, three ways:
+``{"output": ...}``, exit 0) is started N times, one at a time, five ways:
 
 - ``host``: ``/usr/bin/python3 main.py`` directly on the host with the helper on PYTHONPATH and the
   contract's files in a temporary directory; the floor, no isolation at all;
 - ``podman CLI``: the exact ``podman run`` command line the runtime builds, plus ``--rm``;
   what podman itself costs with these limits;
 - ``PodmanRuntime.run``: the full runtime (tmpfs, input, limits, log capture, output read,
-  cgroup peak, ``podman rm``, cleanup), as the executor calls it.
+  cgroup peak, ``podman rm``, cleanup), as the executor calls it;
+- ``jail CLI``: the jail supervisor with the exact command line ``JailRuntime`` builds (its
+  cgroup, bubblewrap as uid 65534, seccomp, the image's read-only layers); what the jail costs;
+- ``JailRuntime.run``: the full jail runtime as the executor calls it.
 
 The image is built on the offline base if missing and is warm (cached) before measuring.
 
 Part 2 (throughput): runs submitted over gRPC to a control plane on PostgreSQL and executed
-by an executor with its slots saturated, timed from the first submit to the last SUCCEEDED;
-beside the floor measured in the same run: the same number of bare ``podman run`` commands
-at the same concurrency, with no Airlock at all.
+by an executor with its slots saturated, timed from the first submit to the last SUCCEEDED,
+once per runtime (``--runtimes``); beside the floor measured in the same run: the same number
+of bare ``podman run`` commands at the same concurrency, with no Airlock at all.
 
     python bench/sandbox.py            # N=20
     python bench/sandbox.py -n 50
@@ -44,7 +47,8 @@ from agents.build import build_image
 from agents.limits import Limits
 from bench._common import emit_json, log, percentile, print_table
 from executor.base_image import make_base_image
-from executor.runtime.base import RunSpec, Termination
+from executor.runtime.base import RunSpec, SandboxRuntime, Termination
+from executor.runtime.jail import JailRuntime
 from executor.runtime.podman import PodmanRuntime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +99,29 @@ def _cli_once(rt: PodmanRuntime, i: int, image: str) -> float:
         rt._cleanup_host(spec.sandbox_name)
 
 
-async def _runtime_once(rt: PodmanRuntime, i: int, image: str) -> float:
+def _jail_cli_once(rt: JailRuntime, i: int, image: str) -> float:
+    """The jail alone: the supervisor with the runtime's exact command (internals on purpose)."""
+    spec = _spec(30_000 + i, image)
+    rootfs = rt._rootfs[image][1]  # resolved by the warm-up run
+    work = rt._prepare(spec)
+    try:
+        fds = rt._open_fds(spec, rootfs, work)
+        try:
+            cmd = rt._command(spec, rootfs, work, fds["args"])
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True,
+                           pass_fds=tuple(fds.values()), env={})
+            elapsed = time.perf_counter() - t0
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        assert (work / "out" / "output.json").exists()
+        return elapsed
+    finally:
+        rt._remove_work(work)
+
+
+async def _runtime_once(rt: SandboxRuntime, i: int, image: str) -> float:
     t0 = time.perf_counter()
     result = await rt.run(_spec(i, image), asyncio.Event())
     elapsed = time.perf_counter() - t0
@@ -106,31 +132,43 @@ async def _runtime_once(rt: PodmanRuntime, i: int, image: str) -> float:
 
 def _stats(samples: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in samples]
-    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "min_ms": min(ms)}
+    return {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
+            "min_ms": min(ms)}
 
 
 async def measure_overhead(n: int, image: str) -> dict[str, Any]:
-    """Part 1: sequential single runs, host floor vs podman CLI vs the full runtime."""
+    """Part 1: sequential single runs: host floor, podman CLI and runtime, jail CLI and runtime."""
     rt = PodmanRuntime(executor_id="bench")
     await rt.check()
+    jail = JailRuntime(executor_id="bench")
+    await jail.check()
     await _runtime_once(rt, -1, image)  # warm: image layers, digest cache, page cache
-    host, cli, runtime = [], [], []
+    await _runtime_once(jail, -1, image)  # warm: the image's read-only mount
+    host, cli, runtime, jcli, jrun = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         _host_once(-1, Path(tmp))
-        # Interleaved so that all three see the same machine state.
+        # Interleaved so that all five see the same machine state.
         for i in range(n):
             host.append(_host_once(i, Path(tmp)))
             cli.append(await asyncio.to_thread(_cli_once, rt, i, image))
             runtime.append(await _runtime_once(rt, i, image))
-    h, c, r = _stats(host), _stats(cli), _stats(runtime)
+            jcli.append(await asyncio.to_thread(_jail_cli_once, jail, i, image))
+            jrun.append(await _runtime_once(jail, i, image))
+    h, c, r, jc, jr = _stats(host), _stats(cli), _stats(runtime), _stats(jcli), _stats(jrun)
     return {
         "n": n,
         "host": h,
         "podman_cli": c,
         "runtime": r,
+        "jail_cli": jc,
+        "jail_runtime": jr,
         "overhead_p50_ms": r["p50_ms"] - h["p50_ms"],
+        "overhead_p95_ms": r["p95_ms"] - h["p95_ms"],
         "overhead_p99_ms": r["p99_ms"] - h["p99_ms"],
         "runtime_over_cli_p50_ms": r["p50_ms"] - c["p50_ms"],
+        "jail_overhead_p50_ms": jr["p50_ms"] - h["p50_ms"],
+        "jail_overhead_p95_ms": jr["p95_ms"] - h["p95_ms"],
+        "jail_cli_overhead_p50_ms": jc["p50_ms"] - h["p50_ms"],
     }
 
 
@@ -147,8 +185,8 @@ async def _bare_parallel(rt: PodmanRuntime, image: str, runs: int, slots: int) -
     return runs / (time.perf_counter() - t0)
 
 
-async def measure_throughput(runs: int, slots: int, image: str) -> dict[str, Any]:
-    """Part 2: gRPC submit -> QUEUED -> executor (podman) -> SUCCEEDED, slots saturated."""
+async def measure_throughput(runs: int, slots: int, image: str, runtime: str = "podman") -> dict[str, Any]:
+    """Part 2: gRPC submit -> QUEUED -> executor (``runtime``) -> SUCCEEDED, slots saturated."""
     import grpc
 
     from airlock.v1 import admin_service_pb2 as adm
@@ -166,13 +204,17 @@ async def measure_throughput(runs: int, slots: int, image: str) -> dict[str, Any
     rt = PodmanRuntime(executor_id="bench-e2e")
     await rt.check()
     floor = await _bare_parallel(rt, image, runs, slots)
+    used: SandboxRuntime = rt
+    if runtime == "jail":
+        used = JailRuntime(executor_id="bench-e2e")
+        await used.check()
     manifest = (AGENT_DIR / "agent.yaml").read_text().replace("risk: critical", "risk: low")
     with fresh_pg_database() as url:
         cp = ControlPlane(ServerSettings(database_url=url, grpc_listen="127.0.0.1:0",  # type: ignore[arg-type]
                                          migrate_on_start=False, http_enabled=False))
         await cp.start()
         ex = Executor(ExecutorSettings(database_url=url, slots=slots, heartbeat_seconds=1,  # type: ignore[arg-type]
-                                       poll_seconds=0.5), cp.store, rt)
+                                       poll_seconds=0.5), cp.store, used)
         await ex.start()
         ch = grpc.aio.insecure_channel(cp.grpc_address)
         try:
@@ -203,7 +245,7 @@ async def measure_throughput(runs: int, slots: int, image: str) -> dict[str, Any
             await ex.stop()
             await cp.stop(grace=0)
     ms = [x * 1000 for x in latencies]
-    return {"runs": runs, "slots": slots, "seconds": elapsed, "runs_per_s": runs / elapsed,
+    return {"runtime": runtime, "runs": runs, "slots": slots, "seconds": elapsed, "runs_per_s": runs / elapsed,
             "bare_podman_runs_per_s": floor, "latency_p50_ms": percentile(ms, 50),
             "latency_p99_ms": percentile(ms, 99)}
 
@@ -222,36 +264,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=60, help="runs for the throughput part (60)")
     p.add_argument("--slots", type=int, default=4, help="executor slots for the throughput part (4)")
     p.add_argument("--skip-throughput", action="store_true", help="only part 1")
+    p.add_argument("--runtimes", default="jail,podman", help="runtimes for part 2 (jail,podman)")
     args = p.parse_args(argv)
     log("building/reusing the offline base and the misbehave image")
     image = ensure_image(args.image)
     log(f"measuring {args.n} runs per variant on {image}")
     over = asyncio.run(measure_overhead(args.n, image))
     rows = [
-        [label, over[key]["p50_ms"], over[key]["p99_ms"], over[key]["min_ms"]]
+        [label, over[key]["p50_ms"], over[key]["p95_ms"], over[key]["p99_ms"], over[key]["min_ms"]]
         for label, key in (
             ("host python3 main.py", "host"),
+            ("jail supervisor + bwrap (CLI, same flags)", "jail_cli"),
+            ("JailRuntime.run", "jail_runtime"),
             ("podman run (CLI, same flags)", "podman_cli"),
             ("PodmanRuntime.run", "runtime"),
         )
     ]
-    print_table(rows, ["per run (ms)", "p50", "p99", "min"])
+    print_table(rows, ["per run (ms)", "p50", "p95", "p99", "min"])
     print(
-        f"overhead vs host: p50 {over['overhead_p50_ms']:.0f} ms, "
-        f"p99 {over['overhead_p99_ms']:.0f} ms; runtime vs bare podman CLI: "
-        f"p50 {over['runtime_over_cli_p50_ms']:.0f} ms"
+        f"jail overhead vs host: p50 {over['jail_overhead_p50_ms']:.0f} ms, "
+        f"p95 {over['jail_overhead_p95_ms']:.0f} ms (jail CLI alone: p50 "
+        f"{over['jail_cli_overhead_p50_ms']:.0f} ms); podman overhead vs host: p50 "
+        f"{over['overhead_p50_ms']:.0f} ms, p95 {over['overhead_p95_ms']:.0f} ms; podman runtime vs "
+        f"bare podman CLI: p50 {over['runtime_over_cli_p50_ms']:.0f} ms"
     )
     doc: dict[str, Any] = {"bench": "sandbox", "image": image, "limits": LIMITS.as_dict(), "overhead": over,
-                           "targets": {"overhead_p50_le_100ms": over["overhead_p50_ms"] <= 100}}
+                           "targets": {"overhead_p50_le_100ms": over["overhead_p50_ms"] <= 100,
+                                       "jail_overhead_p50_le_20ms": over["jail_overhead_p50_ms"] <= 20}}
     if not args.skip_throughput:
-        log(f"throughput: {args.runs} runs through gRPC + executor ({args.slots} slots) on PostgreSQL")
-        tp = asyncio.run(measure_throughput(args.runs, args.slots, image))
-        print_table([["bare podman run, same concurrency", tp["bare_podman_runs_per_s"], "", ""],
-                     ["gRPC submit -> SUCCEEDED", tp["runs_per_s"], tp["latency_p50_ms"],
-                      tp["latency_p99_ms"]]],
-                    ["throughput", "runs/s", "p50 ms", "p99 ms"])
-        doc["throughput"] = tp
-        doc["targets"]["throughput_ge_10_runs_per_s"] = tp["runs_per_s"] >= 10
+        doc["throughput"] = {}
+        rows = []
+        for name in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
+            log(f"throughput: {args.runs} runs through gRPC + executor ({name}, {args.slots} slots) "
+                "on PostgreSQL")
+            tp = asyncio.run(measure_throughput(args.runs, args.slots, image, name))
+            if not rows:
+                rows.append(["bare podman run, same concurrency", tp["bare_podman_runs_per_s"], "", ""])
+            rows.append([f"gRPC submit -> SUCCEEDED ({name})", tp["runs_per_s"], tp["latency_p50_ms"],
+                         tp["latency_p99_ms"]])
+            doc["throughput"][name] = tp
+            doc["targets"][f"{name}_throughput_ge_10_runs_per_s"] = tp["runs_per_s"] >= 10
+            if name == "jail":
+                doc["targets"]["jail_throughput_ge_25_runs_per_s"] = tp["runs_per_s"] >= 25
+        print_table(rows, ["throughput", "runs/s", "p50 ms", "p99 ms"])
     emit_json(doc)
     return 0
 

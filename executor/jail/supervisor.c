@@ -528,17 +528,23 @@ int main(int argc, char **argv) {
         } else {
             slirp_pid = fork();
             if (slirp_pid == 0) {
-                char pid_arg[32], ready_arg[32];
-                snprintf(pid_arg, sizeof pid_arg, "%d", (int)sandbox);
+                /* The sandbox's network namespace by path, joined as root (not through the
+                   sandbox's user namespace, whose uid map may not be written yet). */
+                char ns_arg[64], ready_arg[32], net_log[PATH_LEN + 16];
+                snprintf(ns_arg, sizeof ns_arg, "/proc/%d/ns/net", (int)sandbox);
                 fcntl(ready[1], F_SETFD, 0);
                 snprintf(ready_arg, sizeof ready_arg, "--ready-fd=%d", ready[1]);
+                snprintf(net_log, sizeof net_log, "%s.net.log", status_path);
                 int devnull = open("/dev/null", O_RDWR);
+                int logfd = open(net_log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
                 if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); }
+                if (logfd >= 0) dup2(logfd, 2); else if (devnull >= 0) dup2(devnull, 2);
                 signal(SIGPIPE, SIG_DFL);
                 sigprocmask(SIG_SETMASK, &oldmask, NULL);
                 prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
                 char *sargv[] = {(char *)slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-                                 "--enable-sandbox", "--enable-seccomp", ready_arg, pid_arg, "tap0", NULL};
+                                 "--enable-sandbox", "--enable-seccomp", "--netns-type=path", ready_arg,
+                                 ns_arg, "tap0", NULL};
                 char *senv[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
                 execve(slirp, sargv, senv);
                 fprintf(stderr, "airlock-jail: cannot run %s: %s\n", slirp, strerror(errno));
@@ -547,8 +553,17 @@ int main(int argc, char **argv) {
             close(ready[1]);
             struct pollfd p = {ready[0], POLLIN, 0};
             char c;
-            if (slirp_pid < 0 || poll(&p, 1, 10000) <= 0 || read(ready[0], &c, 1) != 1)
-                set_error("slirp4netns did not set up the sandbox's network");
+            if (slirp_pid < 0 || poll(&p, 1, 10000) <= 0 || read(ready[0], &c, 1) != 1) {
+                char net_log[PATH_LEN + 16], why[512] = "";
+                snprintf(net_log, sizeof net_log, "%s.net.log", status_path);
+                char *slash = strrchr(net_log, '/');
+                if (slash) {
+                    *slash = 0;
+                    read_file(net_log, slash + 1, why, sizeof why);
+                }
+                for (char *q = why; *q; q++) if (*q == '\n') *q = ' ';
+                set_error("slirp4netns did not set up the sandbox's network: %s", why);
+            }
             close(ready[0]);
         }
         if (error_text[0]) {

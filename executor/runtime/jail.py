@@ -45,6 +45,7 @@ import secrets as _secrets
 import shutil
 import signal
 import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -135,12 +136,74 @@ class _LogSink:
         self.buf = bytearray()
         self.dropped = 0
 
-    async def drain(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(READ_CHUNK):
-            room = self.cap - len(self.buf)
-            if room > 0:
-                self.buf += chunk[:room]
-            self.dropped += max(0, len(chunk) - max(room, 0))
+    def feed(self, chunk: bytes) -> None:
+        room = self.cap - len(self.buf)
+        if room > 0:
+            self.buf += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+
+class _Supervised:
+    """One supervisor process, watched from the event loop with no helper thread: a pidfd
+    tells when it exits and the log pipe is read whenever it is readable (Python 3.11's
+    asyncio subprocesses start a waiter thread per process, a cost on every run)."""
+
+    def __init__(self, cmd: list[str], pass_fds: tuple[int, ...], sink: _LogSink) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sink = sink
+        self.popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe: stdout and stderr interleaved
+            pass_fds=pass_fds,
+            start_new_session=True,  # outlives us: the deadline holds without us
+            env={}, bufsize=0,
+        )  # fmt: skip
+        assert self.popen.stdout is not None
+        self.exited: asyncio.Future[int] = self.loop.create_future()
+        self.eof: asyncio.Future[None] = self.loop.create_future()
+        self.out = self.popen.stdout.fileno()
+        os.set_blocking(self.out, False)
+        self.loop.add_reader(self.out, self._on_log)
+        self.pidfd = os.pidfd_open(self.popen.pid)
+        self.loop.add_reader(self.pidfd, self._on_exit)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def _on_exit(self) -> None:
+        self.loop.remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        rc = self.popen.wait()  # it has exited: no blocking
+        if not self.exited.done():
+            self.exited.set_result(rc)
+
+    def _on_log(self) -> None:
+        try:
+            chunk = os.read(self.out, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self.sink.feed(chunk)
+        else:
+            self.close_log()
+
+    def close_log(self) -> None:
+        if not self.eof.done():
+            self.loop.remove_reader(self.out)
+            assert self.popen.stdout is not None
+            self.popen.stdout.close()
+            self.eof.set_result(None)
+
+    def signal(self, sig: int) -> None:
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.exited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,60 +652,60 @@ class JailRuntime:
         await self.check()
         return await self._run_once(spec, cancel)
 
+    def _start(self, spec: RunSpec, rootfs: _Rootfs, sink: _LogSink) -> tuple[Path, _Supervised]:
+        """Lay out the run's tmpfs and start its supervisor (small tmpfs operations, done
+        inline: a thread hop per step costs more than the steps under load)."""
+        work = self._prepare(spec)
+        try:
+            fds = self._open_fds(spec, rootfs, work)
+            try:
+                cmd = self._command(spec, rootfs, work, fds["args"])
+                return work, _Supervised(cmd, tuple(fds.values()), sink)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        except BaseException:
+            self._remove_work(work)
+            raise
+
     async def _run_once(self, spec: RunSpec, cancel: asyncio.Event) -> SandboxResult:
         started = time.monotonic()
         if cancel.is_set():
             return SandboxResult(Termination.CANCELLED, None, None, False, b"", False, 0.0)
         limits = spec.limits
         sink = _LogSink(int(limits.log_kib) * 1024)
-        proc: asyncio.subprocess.Process | None = None
+        sup: _Supervised | None = None
         work: Path | None = None
         digest: str | None = None
         try:
             rootfs = await self._image_rootfs(spec.image)
             digest = rootfs.digest
-            work = await asyncio.to_thread(self._prepare, spec)
-            fds = await asyncio.to_thread(self._open_fds, spec, rootfs, work)
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._command(spec, rootfs, work, fds["args"]),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,  # one pipe: stdout and stderr interleaved
-                    pass_fds=tuple(fds.values()),
-                    start_new_session=True,  # outlives us: the deadline holds without us
-                    env={},
-                )
-            finally:
-                for fd in fds.values():
-                    os.close(fd)
-            assert proc.stdout is not None
-            drain = asyncio.create_task(sink.drain(proc.stdout))
-            waiter = asyncio.create_task(proc.wait())
-            cancelled = asyncio.create_task(cancel.wait())
+            work, sup = self._start(spec, rootfs, sink)
+            waiter = asyncio.ensure_future(sup.wait())
+            cancelled = asyncio.ensure_future(cancel.wait())
             backstop = float(limits.timeout_seconds) + SUPERVISOR_GRACE_SECONDS
             done, _ = await asyncio.wait({waiter, cancelled}, timeout=backstop,
                                          return_when="FIRST_COMPLETED")
             if waiter not in done and cancelled in done:
-                proc.send_signal(signal.SIGTERM)  # the supervisor kills the cgroup and reports
+                sup.signal(signal.SIGTERM)  # the supervisor kills the cgroup and reports
                 done, _ = await asyncio.wait({waiter}, timeout=SUPERVISOR_GRACE_SECONDS)
             if waiter not in done:  # the supervisor itself is stuck: do its job
                 log.error("jail supervisor of %s did not finish; killing it", spec.sandbox_name)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                sup.signal(signal.SIGKILL)
                 await asyncio.to_thread(_kill_cgroup, self._cgroup_dirs(spec.sandbox_name),
                                         f"/{self.cgroup_parent}/{spec.sandbox_name}")
             cancelled.cancel()
             await waiter
+            # Every process that held the pipe is dead: what is left to read is buffered.
             try:
                 async with asyncio.timeout(LOG_DRAIN_SECONDS):
-                    await asyncio.shield(drain)
+                    await asyncio.shield(sup.eof)
             except TimeoutError:
-                drain.cancel()
                 log.warning("log pipe of %s still open after exit", spec.sandbox_name)
+            sup.close_log()
             output, truncated = self._read_output(work, int(limits.output_kib) * 1024)
             status = self._read_status(work)
-            termination, exit_code, detail = self._judge(status, proc.returncode, sink, cancel)
+            termination, exit_code, detail = self._judge(status, sup.returncode, sink, cancel)
             peak = status.get("peak_memory_bytes") if status else None
             return SandboxResult(
                 termination=termination,
@@ -667,14 +730,15 @@ class JailRuntime:
                 image_digest=digest,
             )  # fmt: skip
         finally:
-            if proc is not None and proc.returncode is None:  # we were cancelled ourselves
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SUPERVISOR_GRACE_SECONDS):
-                        await asyncio.shield(proc.wait())
+            if sup is not None:
+                if sup.returncode is None:  # we were cancelled ourselves
+                    sup.signal(signal.SIGTERM)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SUPERVISOR_GRACE_SECONDS):
+                            await sup.wait()
+                sup.close_log()
             if work is not None:
-                await asyncio.to_thread(self._remove_work, work)
+                self._remove_work(work)
 
     @staticmethod
     def _read_status(work: Path) -> dict[str, Any] | None:
@@ -701,7 +765,7 @@ class JailRuntime:
             return Termination.CANCELLED, exit_code, ""
         if status.get("timed_out"):
             return Termination.TIMED_OUT, exit_code, ""
-        if exit_code is None:
+        if exit_code is None or error:  # the jail itself failed (cgroup, network, ...)
             return Termination.START_FAILED, None, error or "the sandbox did not start"
         oom_kills = int(status.get("oom_kill") or 0)
         if oom_kills > 0 and exit_code == EXIT_SIGKILL:
@@ -716,7 +780,7 @@ class JailRuntime:
         if exit_code == 1 and first.startswith("bwrap: "):
             # bubblewrap could not build the sandbox or exec the agent's command.
             return Termination.START_FAILED, None, first
-        return Termination.EXITED, exit_code, error
+        return Termination.EXITED, exit_code, ""
 
     # ------------------------------------------------------------------ reap
 
