@@ -55,8 +55,10 @@ def test_off_without_configuration() -> None:
     # The context still travels when nothing exports: a no-op span carries its parent.
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with telemetry.span("child", parent=tp):
-        if not telemetry.tracing_enabled():
-            assert telemetry.current_traceparent() == tp
+        got = telemetry.current_traceparent()
+    # Same trace, whether or not an earlier test left an SDK provider installed in this
+    # process (with none, the no-op span carries the parent's context unchanged).
+    assert got.split("-")[1] == tp.split("-")[1]
 
 
 def test_otlp_http_export(collector: Collector) -> None:
