@@ -15,6 +15,7 @@ from agents.manifest import Risk
 from airlock.v1 import admin_service_pb2 as adm
 from server.app import ControlPlane
 from server.domain.policy import Policy, Rule
+from server.services.clock import Clock
 from server.settings import ServerSettings
 from tests.helpers.client import Client
 from tests.helpers.db import PgTemplates, SqliteTemplates, pg_available
@@ -103,12 +104,13 @@ class Plane:
         await self.cp.stop(grace=0.5)
 
 
-async def start_plane(url: str, *, policy: Policy | None = None, **settings: object) -> Plane:
+async def start_plane(url: str, *, policy: Policy | None = None, clock: Clock | None = None,
+                      **settings: object) -> Plane:
     values: dict[str, object] = {"expiry_sweep_seconds": 0.2, "watch_poll_seconds": 0.5, "db_pool_size": 10,
                                  "http_listen": "127.0.0.1:0", **settings}
     s = ServerSettings(database_url=url, grpc_listen="127.0.0.1:0", migrate_on_start=False,
                        **values)  # type: ignore[arg-type]
-    cp = ControlPlane(s, policy=policy or test_policy())
+    cp = ControlPlane(s, policy=policy or test_policy(), **({"clock": clock} if clock else {}))
     await cp.start()
     return Plane(cp, url)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ RUN_EVENTS, RUNS_QUEUED, APPROVALS = CHANNELS
 class Notifier:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Waiters per channel right now: lets operators and tests see that a watch stream is
+        # live (waiting for the next commit) rather than guess with a sleep.
+        self._waiting: Counter[str] = Counter()
 
     def token(self, channel: str) -> asyncio.Event:
         return self._events[channel]
@@ -29,19 +32,26 @@ class Notifier:
         if ev is not None:
             ev.set()
 
-    @staticmethod
-    async def wait(token: asyncio.Event, timeout: float) -> bool:
+    def waiting(self, channel: str) -> int:
+        """How many callers are waiting on ``channel`` at this moment."""
+        return self._waiting[channel]
+
+    async def wait(self, token: asyncio.Event, timeout: float) -> bool:
         """Wait for the token's channel to be published; False on timeout.
 
         ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a
         cancellation that arrives as the event fires, and a loop around it never stops.
         """
+        channel = next((c for c, ev in self._events.items() if ev is token), "")
+        self._waiting[channel] += 1
         try:
             async with asyncio.timeout(timeout):
                 await token.wait()
             return True
         except TimeoutError:
             return False
+        finally:
+            self._waiting[channel] -= 1
 
 
 class PgListener:

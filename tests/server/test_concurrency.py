@@ -15,6 +15,7 @@ from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import run_pb2 as rp
 from airlock.v1 import run_service_pb2 as rs
 from server.domain.states import RunState
+from server.store.notify import RUN_EVENTS
 from tests.conftest import Plane, manifest_text
 from tests.helpers.api import (
     approve,
@@ -28,6 +29,7 @@ from tests.helpers.api import (
     submit_request,
 )
 from tests.helpers.client import Client
+from tests.helpers.wait import wait_for_condition
 
 Code = grpc.StatusCode
 pytestmark = pytest.mark.slow
@@ -125,7 +127,10 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
         return [m.event.sequence async for m in call]
 
     watchers = [asyncio.create_task(watch(rid)) for rid in sample]
-    await asyncio.sleep(0.2)
+    # Cancel only once every stream is live (sent its history, waiting for the next commit).
+    notifier = plane.cp.store.notifier
+    await wait_for_condition(lambda: notifier.waiting(RUN_EVENTS) >= len(sample),
+                             what="every watcher live")
     owner_of = {c.owner: c for c in clients}
     await asyncio.gather(*(cancel(owner_of[runs[rid].submitter], rid) for rid in sample))
     for seqs in await asyncio.gather(*watchers):

@@ -17,9 +17,11 @@ from connectrpc.errors import ConnectError
 from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from server.settings import ServerSettings
+from server.store.notify import APPROVALS
 from server.transport.grpcweb import WebApp, build_web_app
 from tests.conftest import Plane, start_plane
 from tests.helpers.db import SqliteTemplates
+from tests.helpers.wait import wait_for_condition
 from tests.helpers.web import WebClient
 
 ORIGIN = "https://approvals.example.com"
@@ -178,7 +180,8 @@ async def test_stop_ends_open_streams_with_unavailable(tmp_path: Path) -> None:
     try:
         await web.admin.who_am_i(adm.WhoAmIRequest(), headers=web.headers)
         await opened.wait()
-        await asyncio.sleep(0.3)  # the stream is open on the server
+        notifier = p.cp.store.notifier  # the stream is open on the server, waiting for changes
+        await wait_for_condition(lambda: notifier.waiting(APPROVALS) >= 1, what="a live stream")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await p.close()

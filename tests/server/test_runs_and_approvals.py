@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_pb2 as rp
 from airlock.v1 import run_service_pb2 as rs
 from server.domain.states import RunState
+from server.store.notify import RUN_EVENTS
 from tests.conftest import Plane, manifest_text, start_plane, test_policy
 from tests.helpers.api import (
     approve,
@@ -31,7 +31,8 @@ from tests.helpers.api import (
     submit,
 )
 from tests.helpers.client import Client
-from tests.helpers.wait import assert_eventually
+from tests.helpers.clock import ManualClock
+from tests.helpers.wait import assert_eventually, wait_for_condition
 
 Code = grpc.StatusCode
 
@@ -238,11 +239,13 @@ async def test_expiry_after_ttl(db_url: str) -> None:
 
 async def test_expired_not_approved_even_before_sweep(db_url: str) -> None:
     """A decision after the deadline is refused even if no sweep has run yet."""
-    plane = await start_plane(db_url, policy=test_policy(ttl=0.3), expiry_sweep_seconds=3600)
+    clock = ManualClock()
+    plane = await start_plane(db_url, policy=test_policy(ttl=300), expiry_sweep_seconds=3600,
+                              clock=clock)
     try:
         w = await make_world(plane)
         run = (await submit(w.alice, "risky")).run
-        await asyncio.sleep(0.4)  # past the deadline; the sweeper sleeps for an hour
+        clock.advance(301)  # past the deadline; the sweeper sleeps for an hour
         await expect_code(approve(w.bob, run.id), Code.FAILED_PRECONDITION)
         assert (await get_run(w.alice, run.id)).state == rp.RUN_STATE_EXPIRED
         a = await stored_approval(plane.cp.store, run.id)
@@ -252,17 +255,19 @@ async def test_expired_not_approved_even_before_sweep(db_url: str) -> None:
 
 
 async def test_expiry_across_restart(db_url: str) -> None:
-    ttl = 1.0
-    plane = await start_plane(db_url, policy=test_policy(ttl=ttl), expiry_sweep_seconds=3600)
+    ttl = 300.0
+    clock = ManualClock()
+    plane = await start_plane(db_url, policy=test_policy(ttl=ttl), expiry_sweep_seconds=3600,
+                              clock=clock)
     try:
         w = await make_world(plane)
         run = (await submit(w.alice, "risky")).run
-        stopped_at = time.monotonic()
     finally:
         await plane.close()
-    await asyncio.sleep(max(0.0, ttl + 0.2 - (time.monotonic() - stopped_at)))
+    clock.advance(ttl + 1)  # the deadline passes while no control plane runs
     # The new plane's sweeper sleeps for an hour: only the start-up sweep can expire the run.
-    plane2 = await start_plane(db_url, policy=test_policy(ttl=ttl), expiry_sweep_seconds=3600)
+    plane2 = await start_plane(db_url, policy=test_policy(ttl=ttl), expiry_sweep_seconds=3600,
+                               clock=clock)
     try:
         alice = plane2.client(w.alice.token, "alice")  # keys live in the database
         got = await get_run(alice, run.id)
@@ -381,11 +386,17 @@ async def _watch(client: Client, run_id: str, from_seq: int) -> list[rp.RunEvent
     return [m.event async for m in call]
 
 
+async def _watching(world: World, n: int) -> None:
+    """Until ``n`` WatchRun streams are live, waiting on the server for the next commit."""
+    notifier = world.plane.cp.store.notifier
+    await wait_for_condition(lambda: notifier.waiting(RUN_EVENTS) >= n, what=f"{n} live watcher(s)")
+
+
 async def test_watch_run_streams_gapless_and_ends(world: World) -> None:
     run = (await submit(world.alice, "crit")).run
     # A watcher that joins while the run is pending sees every later event live.
     live = asyncio.create_task(_watch(world.alice, run.id, 0))
-    await asyncio.sleep(0.1)
+    await _watching(world, 1)  # the stream has sent event 1 and waits for the next commit
     await approve(world.bob, run.id)
     await approve(world.carol, run.id)
     await cancel(world.alice, run.id, "enough")
@@ -417,7 +428,7 @@ async def test_watch_run_streams_gapless_and_ends(world: World) -> None:
 async def test_watch_run_waits_for_future_sequence(world: World) -> None:
     run = (await submit(world.alice, "risky")).run
     live = asyncio.create_task(_watch(world.alice, run.id, 2))
-    await asyncio.sleep(0.2)
+    await _watching(world, 1)  # open, nothing to send yet: waiting for sequence 2
     assert not live.done()
     await reject(world.bob, run.id, "nope")
     events = await asyncio.wait_for(live, 10)

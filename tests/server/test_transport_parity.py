@@ -27,10 +27,12 @@ from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
+from server.store.notify import APPROVALS
 from server.transport.errors import INTERNAL_MESSAGE
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.client import Client
 from tests.helpers.db import SqliteTemplates
+from tests.helpers.wait import wait_for_condition
 from tests.helpers.web import WebClient
 
 UNKNOWN_RUN = "run_" + "0" * 26
@@ -410,7 +412,10 @@ async def test_live_stream_delivers_new_approvals_on_both(world: World) -> None:
 
     tasks = [asyncio.create_task(watch_grpc()), asyncio.create_task(watch_web())]
     try:
-        await asyncio.sleep(0.3)
+        # Submit only once both streams are live: the approval must arrive as a change, not
+        # in the opening snapshot.
+        notifier = world.plane.cp.store.notifier
+        await wait_for_condition(lambda: notifier.waiting(APPROVALS) >= 2, what="both streams live")
         wanted.append((await world.submit(text="watch me")).id)
         async with asyncio.timeout(10):
             await seen["grpc"].wait()
