@@ -1,10 +1,17 @@
 import { admin as api, describe, handleAuthError } from "../api";
 import { h, replace, table } from "../dom";
 import { ago, date } from "../format";
-import type { Executor } from "../gen/airlock/v1/admin_service_pb";
+import { type Executor, ExecutorState } from "../gen/airlock/v1/admin_service_pb";
 import { errorBox, every, pageHeading, showError, statusLine, type View } from "../view";
 
-/** Executors: runtime, slots in use, last heartbeat, health (refreshed every 5 s). */
+const STATE: Record<ExecutorState, [string, string]> = {
+  [ExecutorState.UNSPECIFIED]: ["unknown", "health bad"],
+  [ExecutorState.ACTIVE]: ["active", "health ok"],
+  [ExecutorState.LOST]: ["lost", "health bad"],
+  [ExecutorState.STOPPED]: ["stopped", "health idle"],
+};
+
+/** Executors: runtime, slots in use, last heartbeat, state (refreshed every 5 s). */
 export function fleetView(): View {
   const ctrl = new AbortController();
   const status = statusLine("Loading…");
@@ -13,17 +20,18 @@ export function fleetView(): View {
   const el = h("div", { class: "page fleet" }, pageHeading("Fleet"), status, err, body);
   let last: Executor[] = [];
   const render = () => {
-    replace(body, last.length ? table("Executors", ["Executor", "Host", "Runtime", "Slots in use", "Last heartbeat", "Health"],
+    replace(body, last.length ? table("Executors", ["Executor", "Host", "Runtime", "Slots in use", "Last heartbeat", "State"],
       last.map((x) => [
         x.id, x.host, x.runtime, `${x.slotsInUse} / ${x.slots}`, ago(date(x.heartbeatTime)),
-        h("span", { class: x.healthy ? "health ok" : "health bad" }, x.healthy ? "healthy" : "unhealthy"),
+        h("span", { class: STATE[x.state][1] }, STATE[x.state][0]),
       ])) : h("p", { class: "empty" }, "No executor has registered."));
   };
   const load = async () => {
     try {
       last = (await api.listExecutors({}, { signal: ctrl.signal })).executors;
-      const healthy = last.filter((x) => x.healthy).length;
-      status.textContent = `${last.length} executor${last.length === 1 ? "" : "s"}, ${healthy} healthy`;
+      const count = (st: ExecutorState) => last.filter((x) => x.state === st).length;
+      status.textContent = `${last.length} executor${last.length === 1 ? "" : "s"}: ${count(ExecutorState.ACTIVE)} active, `
+        + `${count(ExecutorState.LOST)} lost, ${count(ExecutorState.STOPPED)} stopped`;
       showError(err, null);
       render();
     } catch (e) {
