@@ -28,6 +28,12 @@
  *   --pidfile PATH         write this program's pid there
  *   --uid UID --gid GID    the unprivileged user bubblewrap is started as (default 65534)
  *   --slirp4netns PATH     give the sandbox user-mode networking (egress) in its own netns
+ *   --fd N:PATH            open PATH read-only, as root, as descriptor N of bubblewrap
+ *   --warm                 prepare (cgroup created, child already in it) and wait: the run's
+ *                          own options (from --name on, same syntax) arrive NUL-separated on
+ *                          stdin; the cgroup is renamed to the run's --name and the wall clock
+ *                          starts then. Moving a process into a cgroup waits for an RCU grace
+ *                          period (milliseconds); a warm supervisor has done it before the run.
  *
  * Exit status: 0 when the status file was written (the agent's outcome is in it), 125 when it
  * could not be. SIGTERM, SIGINT or SIGHUP cancel the run (the cgroup is killed first).
@@ -307,18 +313,278 @@ static int write_status(int have_status, int wstatus, int timed_out, int cancell
     return rename(tmp, status_path);
 }
 
-static long long parse_ll(const char *opt, const char *v) {
+#define MAX_FDS 64
+
+struct config {
+    const char *name, *parent, *pidfile, *slirp;
+    long long memory, pids, quota, period, timeout_ms;
+    uid_t uid;
+    gid_t gid;
+    int warm;
+    int nfds;
+    int fd_num[MAX_FDS];
+    const char *fd_path[MAX_FDS];
+    char **cmd;
+    int ncmd;
+};
+
+static int bad_config(const char *fmt, const char *arg) {
+    fprintf(stderr, "airlock-jail: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    return -1;
+}
+
+static int parse_number(const char *opt, const char *v, long long *out) {
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || *end || x < 0) {
-        fprintf(stderr, "airlock-jail: %s: not a non-negative integer: %s\n", opt, v);
-        exit(125);
-    }
-    return x;
+    if (errno || *end || x < 0 || end == v) return bad_config("%s: not a non-negative integer", opt);
+    *out = x;
+    return 0;
 }
 
-/* Read bubblewrap's --info-fd document up to the sandbox's pid ("child-pid": N). */
+/* Options, then "--" and the command (bubblewrap and its arguments). */
+static int parse_config(int argc, char **argv, struct config *c) {
+    memset(c, 0, sizeof *c);
+    c->parent = "airlock-jail";
+    c->memory = c->pids = c->quota = c->timeout_ms = -1;
+    c->period = 100000;
+    c->uid = 65534;
+    c->gid = 65534;
+    int i = 0;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) { i++; break; }
+        if (strcmp(a, "--warm") == 0) { c->warm = 1; continue; }
+        if (i + 1 >= argc) return bad_config("%s needs a value", a);
+        const char *v = argv[++i];
+        long long x = 0;
+        if (strcmp(a, "--name") == 0) c->name = v;
+        else if (strcmp(a, "--cgroup-parent") == 0) c->parent = v;
+        else if (strcmp(a, "--status") == 0) snprintf(status_path, sizeof status_path, "%s", v);
+        else if (strcmp(a, "--pidfile") == 0) c->pidfile = v;
+        else if (strcmp(a, "--slirp4netns") == 0) c->slirp = v;
+        else if (strcmp(a, "--fd") == 0) {
+            /* N:PATH: PATH opened read-only (as root, before privileges are dropped) as fd N */
+            char *colon = strchr(v, ':');
+            if (!colon || c->nfds >= MAX_FDS) return bad_config("--fd %s: want N:PATH", v);
+            char num[16];
+            size_t len = (size_t)(colon - v);
+            if (len == 0 || len >= sizeof num) return bad_config("--fd %s: want N:PATH", v);
+            memcpy(num, v, len);
+            num[len] = 0;
+            if (parse_number("--fd", num, &x) < 0 || x < 3 || x > 1000) return bad_config("--fd %s: N from 3", v);
+            c->fd_num[c->nfds] = (int)x;
+            c->fd_path[c->nfds++] = colon + 1;
+        } else {
+            if (parse_number(a, v, &x) < 0) return -1;
+            if (strcmp(a, "--memory") == 0) c->memory = x;
+            else if (strcmp(a, "--pids") == 0) c->pids = x;
+            else if (strcmp(a, "--cpu-quota-us") == 0) c->quota = x;
+            else if (strcmp(a, "--cpu-period-us") == 0) c->period = x;
+            else if (strcmp(a, "--timeout-ms") == 0) c->timeout_ms = x;
+            else if (strcmp(a, "--uid") == 0) c->uid = (uid_t)x;
+            else if (strcmp(a, "--gid") == 0) c->gid = (gid_t)x;
+            else return bad_config("unknown option %s", a);
+        }
+    }
+    c->cmd = argv + i;
+    c->ncmd = argc - i;
+    if (!c->name || strchr(c->name, '/') || c->name[0] == '.' || !c->name[0])
+        return bad_config("%s", "need --name (a plain cgroup name)");
+    return 0;
+}
+
+static int complete_config(const struct config *c) {
+    if (!status_path[0] || c->ncmd < 1 || c->timeout_ms < 0 || c->memory <= 0 || c->pids <= 0 || c->uid == 0)
+        return bad_config("%s", "need --status, --memory, --pids, --timeout-ms, a non-root --uid and a "
+                                "command after --");
+    return 0;
+}
+
+/* Split a NUL-separated buffer into an argv (the configuration a warm supervisor receives). */
+static char **split_nul(char *buf, size_t len, int *argc) {
+    int n = 0;
+    for (size_t i = 0; i < len; i++) if (buf[i] == 0) n++;
+    char **v = calloc((size_t)n + 1, sizeof *v);
+    if (!v) return NULL;
+    size_t start = 0;
+    int k = 0;
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] == 0) { v[k++] = buf + start; start = i + 1; }
+    v[k] = NULL;
+    *argc = k;
+    return v;
+}
+
+/* Read everything from fd until EOF (or a signal on sfd, or nothing at all when sfd < 0). */
+static char *read_all(int fd, int sfd, size_t *len) {
+    size_t cap = 65536, got = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    for (;;) {
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(p, sfd >= 0 ? 2 : 1, -1) < 0) { if (errno == EINTR) continue; free(buf); return NULL; }
+        if (sfd >= 0 && (p[1].revents & POLLIN)) { free(buf); return NULL; }
+        if (got == cap) {
+            if (cap >= (16 << 20)) { free(buf); return NULL; }
+            char *more = realloc(buf, cap *= 2);
+            if (!more) { free(buf); return NULL; }
+            buf = more;
+        }
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { free(buf); return NULL; }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    *len = got;
+    return buf;
+}
+
+static void join_cgroups(void) {
+    char pid_text[32];
+    snprintf(pid_text, sizeof pid_text, "%d", (int)getpid());
+    for (int d = 0; d < ndirs; d++)
+        if (write_file(dirs[d].path, "cgroup.procs", pid_text) < 0) {
+            fprintf(stderr, "airlock-jail: cannot join cgroup %s: %s\n", dirs[d].path, strerror(errno));
+            _exit(125);
+        }
+}
+
+/* The child: in the run's cgroups, it opens the run's files as root, becomes the sandbox user
+   and runs bubblewrap. In warm mode it waits (already in its cgroups) for the configuration. */
+static void child_main(struct config *c, int go_fd, int info[2], int block[2], sigset_t *oldmask) {
+    join_cgroups();
+    if (go_fd >= 0) {
+        size_t len = 0;
+        char *buf = read_all(go_fd, -1, &len);
+        close(go_fd);
+        int argc2 = 0;
+        char **argv2 = buf && len ? split_nul(buf, len, &argc2) : NULL;
+        if (!argv2) _exit(0);  /* never configured: nothing to run */
+        if (parse_config(argc2, argv2, c) < 0) _exit(125);
+    }
+    for (int f = 0; f < c->nfds; f++) {
+        int fd = open(c->fd_path[f], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+            fprintf(stderr, "airlock-jail: cannot open %s: %s\n", c->fd_path[f], strerror(errno));
+            _exit(125);
+        }
+        if (fd == c->fd_num[f]) fcntl(fd, F_SETFD, 0);
+        else if (dup2(fd, c->fd_num[f]) < 0) _exit(125);  /* dup2 clears close-on-exec */
+        else close(fd);
+    }
+    char info_arg[16], block_arg[16];
+    char **full = calloc((size_t)c->ncmd + 8, sizeof *full);
+    if (!full) _exit(125);
+    int k = 0;
+    full[k++] = c->cmd[0];
+    if (c->slirp) {  /* bubblewrap reports its sandbox's pid, then waits for the network */
+        fcntl(info[1], F_SETFD, 0);
+        fcntl(block[0], F_SETFD, 0);
+        snprintf(info_arg, sizeof info_arg, "%d", info[1]);
+        snprintf(block_arg, sizeof block_arg, "%d", block[0]);
+        full[k++] = "--info-fd";
+        full[k++] = info_arg;
+        full[k++] = "--block-fd";
+        full[k++] = block_arg;
+    }
+    for (int j = 1; j < c->ncmd; j++) full[k++] = c->cmd[j];
+    full[k] = NULL;
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
+    signal(SIGPIPE, SIG_DFL);
+    sigprocmask(SIG_SETMASK, oldmask, NULL);
+    if (setgroups(0, NULL) < 0 || setresgid(c->gid, c->gid, c->gid) < 0 || setresuid(c->uid, c->uid, c->uid) < 0) {
+        fprintf(stderr, "airlock-jail: cannot become %d:%d: %s\n", (int)c->uid, (int)c->gid, strerror(errno));
+        _exit(125);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    char *envp[] = {NULL};
+    execve(full[0], full, envp);
+    fprintf(stderr, "airlock-jail: cannot run %s: %s\n", full[0], strerror(errno));
+    _exit(125);
+}
+
+static int set_limits(const struct config *c) {
+    for (int d = 0; d < ndirs; d++) {
+        struct cgdir *cg = &dirs[d];
+        char v[64];
+        int bad = 0;
+        if (cg->controllers[C_MEMORY]) {
+            snprintf(v, sizeof v, "%lld", c->memory);
+            if (cg->v2) {
+                bad |= write_file(cg->path, "memory.max", v);
+                if (exists(cg->path, "memory.swap.max")) bad |= write_file(cg->path, "memory.swap.max", "0");
+            } else {
+                bad |= write_file(cg->path, "memory.limit_in_bytes", v);
+                if (exists(cg->path, "memory.memsw.limit_in_bytes"))
+                    bad |= write_file(cg->path, "memory.memsw.limit_in_bytes", v);
+            }
+        }
+        if (!bad && cg->controllers[C_PIDS]) {
+            snprintf(v, sizeof v, "%lld", c->pids);
+            bad |= write_file(cg->path, "pids.max", v);
+        }
+        if (!bad && cg->controllers[C_CPU] && c->quota > 0) {
+            if (cg->v2) {
+                snprintf(v, sizeof v, "%lld %lld", c->quota, c->period);
+                bad |= write_file(cg->path, "cpu.max", v);
+            } else {
+                snprintf(v, sizeof v, "%lld", c->period);
+                bad |= write_file(cg->path, "cpu.cfs_period_us", v);
+                snprintf(v, sizeof v, "%lld", c->quota);
+                bad |= write_file(cg->path, "cpu.cfs_quota_us", v);
+            }
+        }
+        if (bad) { set_error("cannot set the limits of cgroup %s: %s", cg->path, strerror(errno)); return -1; }
+        if (cg->controllers[C_MEMORY] && !cg->v2 && !exists(cg->path, "memory.memsw.limit_in_bytes")) {
+            /* Without swap accounting a v1 memory limit does not bound swap: refuse, unless
+               this host has no swap at all. */
+            char mi[8192];
+            long long swap = -1;
+            if (read_file("/proc", "meminfo", mi, sizeof mi) > 0) {
+                char *s = strstr(mi, "SwapTotal:");
+                if (s) swap = strtoll(s + 10, NULL, 10);
+            }
+            if (swap != 0) { set_error("swap is not accounted (no memory.memsw.*) and this host has swap"); return -1; }
+        }
+    }
+    return 0;
+}
+
+static void set_rel(char *rel, size_t size, const char *parent, const char *name) {
+    snprintf(rel, size, "/%s/%s", parent, name);
+    while (rel[1] == '/') memmove(rel, rel + 1, strlen(rel));
+}
+
+/* Warm mode: the pool cgroups become the run's (renamed on v1; v2 cannot rename, so the
+   child is moved into a new cgroup there). */
+static int adopt_cgroups(const char *parent, const char *name, pid_t child) {
+    for (int d = 0; d < ndirs; d++) {
+        char path[PATH_LEN];
+        char *slash = strrchr(dirs[d].path, '/');
+        if (!slash) return -1;
+        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - dirs[d].path), dirs[d].path, name);
+        (void)parent;
+        if (rename(dirs[d].path, path) == 0) {
+            snprintf(dirs[d].path, PATH_LEN, "%s", path);
+            continue;
+        }
+        char pid_text[32];
+        snprintf(pid_text, sizeof pid_text, "%d", (int)child);
+        if ((mkdir(path, 0755) < 0 && errno != EEXIST) || write_file(path, "cgroup.procs", pid_text) < 0) {
+            set_error("cannot move the sandbox into cgroup %s: %s", path, strerror(errno));
+            return -1;
+        }
+        rmdir(dirs[d].path);
+        snprintf(dirs[d].path, PATH_LEN, "%s", path);
+    }
+    return 0;
+}
+
 static pid_t read_child_pid(int fd, int timeout_ms) {
     char buf[4096];
     size_t got = 0;
@@ -345,43 +611,10 @@ static pid_t read_child_pid(int fd, int timeout_ms) {
 
 int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t_start);
-    const char *name = NULL, *parent = "airlock-jail", *pidfile = NULL, *slirp = NULL;
-    long long memory = -1, pids = -1, quota = -1, period = 100000, timeout_ms = -1;
-    uid_t uid = 65534;
-    gid_t gid = 65534;
-    int i = 1;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) { i++; break; }
-        if (i + 1 >= argc) { fprintf(stderr, "airlock-jail: %s needs a value\n", a); return 125; }
-        const char *v = argv[++i];
-        if (strcmp(a, "--name") == 0) name = v;
-        else if (strcmp(a, "--cgroup-parent") == 0) parent = v;
-        else if (strcmp(a, "--memory") == 0) memory = parse_ll(a, v);
-        else if (strcmp(a, "--pids") == 0) pids = parse_ll(a, v);
-        else if (strcmp(a, "--cpu-quota-us") == 0) quota = parse_ll(a, v);
-        else if (strcmp(a, "--cpu-period-us") == 0) period = parse_ll(a, v);
-        else if (strcmp(a, "--timeout-ms") == 0) timeout_ms = parse_ll(a, v);
-        else if (strcmp(a, "--status") == 0) snprintf(status_path, sizeof status_path, "%s", v);
-        else if (strcmp(a, "--pidfile") == 0) pidfile = v;
-        else if (strcmp(a, "--uid") == 0) uid = (uid_t)parse_ll(a, v);
-        else if (strcmp(a, "--gid") == 0) gid = (gid_t)parse_ll(a, v);
-        else if (strcmp(a, "--slirp4netns") == 0) slirp = v;
-        else { fprintf(stderr, "airlock-jail: unknown option %s\n", a); return 125; }
-    }
-    if (!name || !status_path[0] || i >= argc || timeout_ms < 0 || memory <= 0 || pids <= 0 ||
-        strchr(name, '/') || name[0] == '.' || uid == 0) {
-        fprintf(stderr, "airlock-jail: need --name, --status, --memory, --pids, --timeout-ms, a "
-                        "non-root --uid and a command after --\n");
-        return 125;
-    }
-    char **cmd = argv + i;
-    int ncmd = argc - i;
-
-    if (pidfile) {
-        FILE *pf = fopen(pidfile, "we");
-        if (pf) { fprintf(pf, "%d\n", (int)getpid()); fclose(pf); }
-    }
+    struct config cfg;
+    if (parse_config(argc - 1, argv + 1, &cfg) < 0) return 125;
+    if (!cfg.warm && complete_config(&cfg) < 0) return 125;
+    const char *parent = cfg.parent;
 
     /* Signals: cancellation arrives as SIGTERM/SIGINT/SIGHUP, read from a signalfd. */
     sigset_t mask, oldmask;
@@ -394,14 +627,13 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     char rel[PATH_LEN];
-    snprintf(rel, sizeof rel, "/%s/%s", parent, name);
-    while (rel[1] == '/') memmove(rel, rel + 1, strlen(rel));
-
+    set_rel(rel, sizeof rel, parent, cfg.name);
     int have_status = 0, wstatus = 0, timed_out = 0, cancelled = 0, v2 = 0;
     pid_t child = -1, slirp_pid = -1;
-    int pidfd = -1;
+    int pidfd = -1, go[2] = {-1, -1};
+    int info[2] = {-1, -1}, block[2] = {-1, -1};
 
-    if (discover(parent, name) < 0) goto finish;
+    if (discover(parent, cfg.name) < 0) goto finish;
     for (int d = 0; d < ndirs; d++) {
         struct cgdir *cg = &dirs[d];
         v2 |= cg->v2;
@@ -415,113 +647,67 @@ int main(int argc, char **argv) {
             }
         }
     }
-    for (int d = 0; d < ndirs; d++) {
-        struct cgdir *cg = &dirs[d];
-        char v[64];
-        int bad = 0;
-        if (cg->controllers[C_MEMORY]) {
-            snprintf(v, sizeof v, "%lld", memory);
-            if (cg->v2) {
-                bad |= write_file(cg->path, "memory.max", v);
-                if (exists(cg->path, "memory.swap.max")) bad |= write_file(cg->path, "memory.swap.max", "0");
-            } else {
-                bad |= write_file(cg->path, "memory.limit_in_bytes", v);
-                if (exists(cg->path, "memory.memsw.limit_in_bytes"))
-                    bad |= write_file(cg->path, "memory.memsw.limit_in_bytes", v);
-            }
-        }
-        if (!bad && cg->controllers[C_PIDS]) {
-            snprintf(v, sizeof v, "%lld", pids);
-            bad |= write_file(cg->path, "pids.max", v);
-        }
-        if (!bad && cg->controllers[C_CPU] && quota > 0) {
-            if (cg->v2) {
-                snprintf(v, sizeof v, "%lld %lld", quota, period);
-                bad |= write_file(cg->path, "cpu.max", v);
-            } else {
-                snprintf(v, sizeof v, "%lld", period);
-                bad |= write_file(cg->path, "cpu.cfs_period_us", v);
-                snprintf(v, sizeof v, "%lld", quota);
-                bad |= write_file(cg->path, "cpu.cfs_quota_us", v);
-            }
-        }
-        if (bad) { set_error("cannot set the limits of cgroup %s: %s", cg->path, strerror(errno)); goto finish; }
+    if (!cfg.warm && set_limits(&cfg) < 0) goto finish;
+    if (pipe2(info, O_CLOEXEC) < 0 || pipe2(block, O_CLOEXEC) < 0 || (cfg.warm && pipe2(go, O_CLOEXEC) < 0)) {
+        set_error("pipe: %s", strerror(errno));
+        goto finish;
     }
-    if (!v2) {
-        /* Without swap accounting (memsw) a v1 memory limit does not bound swap: refuse,
-           unless this host has no swap at all. */
-        for (int d = 0; d < ndirs; d++)
-            if (dirs[d].controllers[C_MEMORY] && !exists(dirs[d].path, "memory.memsw.limit_in_bytes")) {
-                char mi[8192];
-                long long swap = -1;
-                if (read_file("/proc", "meminfo", mi, sizeof mi) > 0) {
-                    char *s = strstr(mi, "SwapTotal:");
-                    if (s) swap = strtoll(s + 10, NULL, 10);
-                }
-                if (swap != 0) { set_error("swap is not accounted (no memory.memsw.*) and this host has swap"); goto finish; }
-            }
-    }
-
-    /* Egress: bubblewrap reports the sandbox's pid on --info-fd and waits on --block-fd until
-       slirp4netns has set up the sandbox's own network namespace. */
-    int info[2] = {-1, -1}, block[2] = {-1, -1};
-    char info_arg[16], block_arg[16];
-    char **full = calloc((size_t)ncmd + 8, sizeof *full);
-    if (!full) { set_error("out of memory"); goto finish; }
-    int k = 0;
-    full[k++] = cmd[0];
-    if (slirp) {
-        if (pipe2(info, O_CLOEXEC) < 0 || pipe2(block, O_CLOEXEC) < 0) { set_error("pipe: %s", strerror(errno)); goto finish; }
-        snprintf(info_arg, sizeof info_arg, "%d", info[1]);
-        snprintf(block_arg, sizeof block_arg, "%d", block[0]);
-        full[k++] = "--info-fd";
-        full[k++] = info_arg;
-        full[k++] = "--block-fd";
-        full[k++] = block_arg;
-    }
-    for (int j = 1; j < ncmd; j++) full[k++] = cmd[j];
-    full[k] = NULL;
 
     child = fork();
     if (child < 0) { set_error("fork: %s", strerror(errno)); goto finish; }
     if (child == 0) {
-        char pid_text[32];
-        snprintf(pid_text, sizeof pid_text, "%d", (int)getpid());
-        for (int d = 0; d < ndirs; d++)
-            if (write_file(dirs[d].path, "cgroup.procs", pid_text) < 0) {
-                fprintf(stderr, "airlock-jail: cannot join cgroup %s: %s\n", dirs[d].path, strerror(errno));
-                _exit(125);
-            }
-        if (slirp) {  /* these two ends are bubblewrap's */
-            fcntl(info[1], F_SETFD, 0);
-            fcntl(block[0], F_SETFD, 0);
-        }
-        struct rlimit core = {0, 0};
-        setrlimit(RLIMIT_CORE, &core);
-        signal(SIGPIPE, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &oldmask, NULL);
-        if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-            fprintf(stderr, "airlock-jail: cannot become %d:%d: %s\n", (int)uid, (int)gid, strerror(errno));
-            _exit(125);
-        }
-        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        char *envp[] = {NULL};
-        execve(full[0], full, envp);
-        fprintf(stderr, "airlock-jail: cannot run %s: %s\n", full[0], strerror(errno));
-        _exit(125);
+        if (go[1] >= 0) close(go[1]);
+        child_main(&cfg, go[0], info, block, &oldmask);
     }
+    if (go[0] >= 0) close(go[0]);
     pidfd = (int)syscall(SYS_pidfd_open, child, 0);
 
+    if (cfg.warm) {
+        /* Wait for the run: its configuration arrives on stdin, NUL-separated, up to EOF. An
+           empty one (the executor went away or shut down) ends this supervisor. */
+        size_t len = 0;
+        char *buf = read_all(0, sfd, &len);
+        int argc2 = 0;
+        char **argv2 = buf && len ? split_nul(buf, len, &argc2) : NULL;
+        struct config run;
+        if (!argv2 || parse_config(argc2, argv2, &run) < 0 || complete_config(&run) < 0 ||
+            strcmp(run.parent, parent) != 0) {
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+            for (int d = 0; d < ndirs; d++) rmdir(dirs[d].path);
+            return argv2 ? 125 : 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t_start);  /* the run's clock starts now */
+        if (adopt_cgroups(parent, run.name, child) < 0) { kill(child, SIGKILL); goto reap; }
+        set_rel(rel, sizeof rel, parent, run.name);
+        cfg = run;
+        if (set_limits(&cfg) < 0) { kill(child, SIGKILL); goto reap; }
+        /* the child parses the same configuration */
+        size_t off = 0;
+        while (off < len) {
+            ssize_t n = write(go[1], buf + off, len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            off += (size_t)n;
+        }
+        close(go[1]);
+        go[1] = -1;
+    }
+    if (cfg.pidfile) {
+        FILE *pf = fopen(cfg.pidfile, "we");
+        if (pf) { fprintf(pf, "%d\n", (int)getpid()); fclose(pf); }
+    }
+    close(info[1]);
+    close(block[0]);
+    info[1] = block[0] = -1;
+
     struct timespec deadline = t_start;
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+    deadline.tv_sec += cfg.timeout_ms / 1000;
+    deadline.tv_nsec += (cfg.timeout_ms % 1000) * 1000000;
     if (deadline.tv_nsec >= 1000000000) { deadline.tv_sec++; deadline.tv_nsec -= 1000000000; }
 
-    if (slirp) {
-        close(info[1]);
-        close(block[0]);
-        info[1] = block[0] = -1;
-        pid_t sandbox = read_child_pid(info[0], (int)(timeout_ms > 10000 ? 10000 : timeout_ms));
+    if (cfg.slirp) {
+        pid_t sandbox = read_child_pid(info[0], (int)(cfg.timeout_ms > 10000 ? 10000 : cfg.timeout_ms));
         int ready[2];
         if (sandbox <= 0 || pipe2(ready, O_CLOEXEC) < 0) {
             set_error("could not learn the sandbox's pid for its network");
@@ -542,12 +728,12 @@ int main(int argc, char **argv) {
                 signal(SIGPIPE, SIG_DFL);
                 sigprocmask(SIG_SETMASK, &oldmask, NULL);
                 prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-                char *sargv[] = {(char *)slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+                char *sargv[] = {(char *)cfg.slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
                                  "--enable-sandbox", "--enable-seccomp", "--netns-type=path", ready_arg,
                                  ns_arg, "tap0", NULL};
                 char *senv[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-                execve(slirp, sargv, senv);
-                fprintf(stderr, "airlock-jail: cannot run %s: %s\n", slirp, strerror(errno));
+                execve(cfg.slirp, sargv, senv);
+                fprintf(stderr, "airlock-jail: cannot run %s: %s\n", cfg.slirp, strerror(errno));
                 _exit(125);
             }
             close(ready[1]);
@@ -572,9 +758,10 @@ int main(int argc, char **argv) {
             set_error("cannot release the sandbox: %s", strerror(errno));
             kill(child, SIGKILL);
         }
-        close(block[1]);
-        close(info[0]);
     }
+    close(block[1]);
+    close(info[0]);
+    block[1] = info[0] = -1;
 
     /* Wait for bubblewrap to end, for the deadline, or for a cancellation. */
     for (;;) {
@@ -590,7 +777,8 @@ int main(int argc, char **argv) {
         pid_t w = waitpid(child, &wstatus, WNOHANG);
         if (w == child) { have_status = 1; break; }
     }
-    if (!have_status) {
+reap:
+    if (!have_status && child > 0) {
         kill(child, SIGKILL);  /* our own unreaped child: no pid reuse possible */
         kill_cgroups(rel);
         if (waitpid(child, &wstatus, 0) == child) have_status = 1;
@@ -618,6 +806,7 @@ finish:;
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
+    if (!status_path[0]) return 125;
     if (write_status(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2) < 0) {
         fprintf(stderr, "airlock-jail: cannot write %s: %s\n", status_path, strerror(errno));
         return 125;

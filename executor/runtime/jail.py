@@ -89,6 +89,8 @@ LOG_DRAIN_SECONDS = 1.0
 EXIT_SIGKILL = 128 + 9
 SUPERVISOR_FAILED = 125
 READ_CHUNK = 1 << 18
+FD_BASE = 100  # descriptors given to bubblewrap: above any the supervisor itself uses
+WARM_POOL = 2  # supervisors started ahead of need, per runtime
 # Top-level names of the image that the jail provides itself.
 PROVIDED = frozenset({"proc", "dev", "tmp", "run", "sys", "airlock"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -148,13 +150,12 @@ class _Supervised:
     tells when it exits and the log pipe is read whenever it is readable (Python 3.11's
     asyncio subprocesses start a waiter thread per process, a cost on every run)."""
 
-    def __init__(self, cmd: list[str], pass_fds: tuple[int, ...], sink: _LogSink) -> None:
+    def __init__(self, cmd: list[str], sink: _LogSink, *, warm: bool = False) -> None:
         self.loop = asyncio.get_running_loop()
         self.sink = sink
         self.popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cmd, stdin=subprocess.PIPE if warm else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one pipe: stdout and stderr interleaved
-            pass_fds=pass_fds,
             start_new_session=True,  # outlives us: the deadline holds without us
             env={}, bufsize=0,
         )  # fmt: skip
@@ -170,6 +171,20 @@ class _Supervised:
     @property
     def returncode(self) -> int | None:
         return self.popen.returncode
+
+    def configure(self, options: list[str]) -> None:
+        """Give a warm supervisor its run (NUL-separated options, then EOF)."""
+        assert self.popen.stdin is not None
+        data = b"".join(o.encode() + b"\0" for o in options)
+        try:
+            self.popen.stdin.write(data)  # a few KiB: within the pipe's buffer
+        finally:
+            self.popen.stdin.close()
+
+    def dismiss(self) -> None:
+        """An unused warm supervisor: EOF on its stdin ends it (it removes its cgroup)."""
+        if self.popen.stdin is not None and not self.popen.stdin.closed:
+            self.popen.stdin.close()
 
     def _on_exit(self) -> None:
         self.loop.remove_reader(self.pidfd)
@@ -317,6 +332,7 @@ class JailRuntime:
         executor_id: str | None = None,
         probe_image: str = DEFAULT_PROBE_IMAGE,
         supervisor: str | Path | None = None,
+        warm_pool: int = WARM_POOL,
     ) -> None:
         self.podman = podman
         self.bwrap_name = bwrap
@@ -336,6 +352,9 @@ class JailRuntime:
         self._rootfs: dict[str, tuple[int, _Rootfs]] = {}  # image ref -> (store stamp, rootfs)
         self._by_id: dict[str, _Rootfs] = {}
         self._mount_lock = asyncio.Lock()
+        self.warm_pool = warm_pool
+        self._warm: list[_Supervised] = []
+        self._warm_seq = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -484,7 +503,15 @@ class JailRuntime:
         return await asyncio.to_thread(_describe_rootfs, image_id, info, target)
 
     async def close(self) -> None:
-        """Unmount the image roots this runtime mounted (runs must be over)."""
+        """End the warm supervisors and unmount the image roots (runs must be over)."""
+        warm, self._warm, self.warm_pool = self._warm, [], 0
+        for sup in warm:
+            sup.dismiss()
+        for sup in warm:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await sup.wait()
+            sup.close_log()
         for rootfs in list(self._by_id.values()):
             with contextlib.suppress(OSError):
                 _umount(rootfs.path)
@@ -582,51 +609,73 @@ class JailRuntime:
         a += ["--remount-ro", "/", "--seccomp", str(fds["seccomp"]), "--chdir", rootfs.workdir]
         return a
 
-    def _open_fds(self, spec: RunSpec, rootfs: _Rootfs, work: Path) -> dict[str, int]:
-        """Descriptors bubblewrap reads (input, secrets, seccomp, its arguments)."""
-        fds: dict[str, int] = {}
-        private = work / "private"
-        try:
-            assert self.seccomp_path is not None
-            fds["seccomp"] = os.open(self.seccomp_path, os.O_RDONLY)
-            fds["input"] = os.open(private / "input.json", os.O_RDONLY)
-            for i in range(len(spec.secrets)):
-                fds[f"secret-{i}"] = os.open(private / f"secret-{i}", os.O_RDONLY)
-            if spec.network and rootfs.has_resolv_conf:
-                r, w = os.pipe()
-                os.write(w, b"nameserver 10.0.2.3\n")  # slirp4netns's built-in DNS forwarder
-                os.close(w)
-                fds["resolv"] = r
-            args_path = private / "bwrap-args"
-            args = self._bwrap_args(spec, rootfs, work, fds)
-            args_path.write_bytes(b"".join(x.encode() + b"\0" for x in args))
-            fds["args"] = os.open(args_path, os.O_RDONLY)
-        except BaseException:
-            for fd in fds.values():
-                os.close(fd)
-            raise
-        return fds
-
-    def _command(self, spec: RunSpec, rootfs: _Rootfs, work: Path, args_fd: int) -> list[str]:
-        assert self.supervisor is not None and self.bwrap is not None
+    def _run_options(self, spec: RunSpec, rootfs: _Rootfs, work: Path) -> list[str]:
+        """The supervisor's options for this run, from ``--name`` on (given on its command
+        line, or to a warm supervisor on its stdin). The files bubblewrap reads (its arguments,
+        seccomp, input, secrets) are opened by the supervisor as root (``--fd N:PATH``), so
+        nothing but the output directory needs to be reachable by the sandbox user."""
+        assert self.bwrap is not None and self.seccomp_path is not None
         lim = spec.limits
         argv = list(spec.entrypoint) if spec.entrypoint else list(rootfs.argv)
         if not argv:
             raise _StartFailure(f"image {spec.image} has no entrypoint or command, and the run gave none")
-        cmd = [str(self.supervisor),
-               "--name", spec.sandbox_name,
-               "--cgroup-parent", self.cgroup_parent,
-               "--memory", str(int(lim.memory_mib) << 20),
-               "--pids", str(int(lim.pids) + JAIL_PIDS),
-               "--cpu-quota-us", str(max(1000, int(float(lim.cpus) * CPU_PERIOD_US))),
-               "--cpu-period-us", str(CPU_PERIOD_US),
-               "--timeout-ms", str(int(float(lim.timeout_seconds) * 1000)),
-               "--status", str(work / "private" / "status.json"),
-               "--pidfile", str(work / "private" / "supervisor.pid")]  # fmt: skip
+        private = work / "private"
+        fds = {"args": FD_BASE, "seccomp": FD_BASE + 1, "input": FD_BASE + 2}
+        paths = {"args": private / "bwrap-args", "seccomp": self.seccomp_path,
+                 "input": private / "input.json"}
+        for i in range(len(spec.secrets)):
+            fds[f"secret-{i}"] = FD_BASE + 10 + i
+            paths[f"secret-{i}"] = private / f"secret-{i}"
+        if spec.network and rootfs.has_resolv_conf:
+            fds["resolv"] = FD_BASE + 3
+            paths["resolv"] = private / "resolv.conf"
+            # slirp4netns's built-in DNS forwarder
+            paths["resolv"].write_bytes(b"nameserver 10.0.2.3\n")
+        args = self._bwrap_args(spec, rootfs, work, fds)
+        paths["args"].write_bytes(b"".join(x.encode() + b"\0" for x in args))
+        opts = ["--name", spec.sandbox_name,
+                "--cgroup-parent", self.cgroup_parent,
+                "--memory", str(int(lim.memory_mib) << 20),
+                "--pids", str(int(lim.pids) + JAIL_PIDS),
+                "--cpu-quota-us", str(max(1000, int(float(lim.cpus) * CPU_PERIOD_US))),
+                "--cpu-period-us", str(CPU_PERIOD_US),
+                "--timeout-ms", str(int(float(lim.timeout_seconds) * 1000)),
+                "--status", str(private / "status.json"),
+                "--pidfile", str(private / "supervisor.pid")]  # fmt: skip
+        for key, fd in fds.items():
+            opts += ["--fd", f"{fd}:{paths[key]}"]
         if spec.network:
             assert self.slirp4netns is not None
-            cmd += ["--slirp4netns", self.slirp4netns]
-        return [*cmd, "--", self.bwrap, "--args", str(args_fd), "--", *argv]
+            opts += ["--slirp4netns", self.slirp4netns]
+        return [*opts, "--", self.bwrap, "--args", str(fds["args"]), "--", *argv]
+
+    def _command(self, spec: RunSpec, rootfs: _Rootfs, work: Path) -> list[str]:
+        """The whole command of a cold (not pre-started) supervisor for this run."""
+        assert self.supervisor is not None
+        return [str(self.supervisor), *self._run_options(spec, rootfs, work)]
+
+    def _spawn_warm(self) -> None:
+        """Start one supervisor ahead of need (its cgroup made and joined: see supervisor.c)."""
+        if self.supervisor is None or len(self._warm) >= self.warm_pool:
+            return
+        self._warm_seq += 1
+        try:
+            sup = _Supervised([str(self.supervisor), "--warm", "--name",
+                               f"warm-{os.getpid()}-{self._warm_seq}",
+                               "--cgroup-parent", self.cgroup_parent], _LogSink(0), warm=True)
+        except OSError as e:
+            log.warning("could not pre-start a jail supervisor: %s", e)
+            return
+        self._warm.append(sup)
+
+    def _take_warm(self) -> _Supervised | None:
+        while self._warm:
+            sup = self._warm.pop(0)
+            if sup.returncode is None and not sup.exited.done() and sup.loop is asyncio.get_running_loop():
+                return sup
+            sup.dismiss()  # ended (a broken host?) or of another event loop: not used
+            sup.close_log()
+        return None
 
     def _read_output(self, work: Path, cap: int) -> tuple[bytes | None, bool]:
         # O_NOFOLLOW + S_ISREG: the agent controls this directory, and could plant a symlink
@@ -653,17 +702,20 @@ class JailRuntime:
         return await self._run_once(spec, cancel)
 
     def _start(self, spec: RunSpec, rootfs: _Rootfs, sink: _LogSink) -> tuple[Path, _Supervised]:
-        """Lay out the run's tmpfs and start its supervisor (small tmpfs operations, done
-        inline: a thread hop per step costs more than the steps under load)."""
+        """Lay out the run's tmpfs and hand the run to a warm supervisor, or start a cold one
+        (small tmpfs operations, done inline: a thread hop per step costs more under load)."""
         work = self._prepare(spec)
         try:
-            fds = self._open_fds(spec, rootfs, work)
-            try:
-                cmd = self._command(spec, rootfs, work, fds["args"])
-                return work, _Supervised(cmd, tuple(fds.values()), sink)
-            finally:
-                for fd in fds.values():
-                    os.close(fd)
+            sup = self._take_warm()
+            if sup is not None:
+                sup.sink = sink
+                sup.configure(self._run_options(spec, rootfs, work))
+                asyncio.get_running_loop().call_soon(self._spawn_warm)  # replace it, off this path
+            else:
+                sup = _Supervised(self._command(spec, rootfs, work), sink)
+                if self.warm_pool:
+                    asyncio.get_running_loop().call_soon(self._spawn_warm)
+            return work, sup
         except BaseException:
             self._remove_work(work)
             raise
@@ -840,10 +892,11 @@ def _supervisor_pid(work: Path, supervisor: Path | None) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    name = work.name.partition(".")[0].encode()
-    if supervisor is not None and cmdline[0] != bytes(supervisor):
+    # Its own pidfile names it; the binary checks the pid was not reused by another program.
+    # (A warm supervisor's command line names its pool cgroup, not the run.)
+    if supervisor is None or cmdline[0] != bytes(supervisor):
         return None
-    return pid if name in cmdline else None
+    return pid
 
 
 class JailSettings(RuntimeSettings):
