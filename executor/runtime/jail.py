@@ -655,18 +655,18 @@ class JailRuntime:
         return [str(self.supervisor), *self._run_options(spec, rootfs, work)]
 
     def _spawn_warm(self) -> None:
-        """Start one supervisor ahead of need (its cgroup made and joined: see supervisor.c)."""
-        if self.supervisor is None or len(self._warm) >= self.warm_pool:
-            return
-        self._warm_seq += 1
-        try:
-            sup = _Supervised([str(self.supervisor), "--warm", "--name",
-                               f"warm-{os.getpid()}-{self._warm_seq}",
-                               "--cgroup-parent", self.cgroup_parent], _LogSink(0), warm=True)
-        except OSError as e:
-            log.warning("could not pre-start a jail supervisor: %s", e)
-            return
-        self._warm.append(sup)
+        """Fill the pool of supervisors started ahead of need (each has made and joined its
+        cgroup: see supervisor.c's --warm)."""
+        while self.supervisor is not None and len(self._warm) < self.warm_pool:
+            self._warm_seq += 1
+            try:
+                sup = _Supervised([str(self.supervisor), "--warm", "--name",
+                                   f"warm-{os.getpid()}-{self._warm_seq}",
+                                   "--cgroup-parent", self.cgroup_parent], _LogSink(0), warm=True)
+            except OSError as e:
+                log.warning("could not pre-start a jail supervisor: %s", e)
+                return
+            self._warm.append(sup)
 
     def _take_warm(self) -> _Supervised | None:
         while self._warm:

@@ -412,3 +412,50 @@ async def test_check_refuses_a_host_that_cannot_jail_naming_why() -> None:
         await JailRuntime(bwrap="no-such-bwrap").check()
     with pytest.raises(Exception, match=r"trial run \(localhost/airlock/no-such:1"):
         await JailRuntime(probe_image="localhost/airlock/no-such:1", executor_id="pytest").check()
+
+
+async def test_cold_supervisors_enforce_the_same_limits(misbehave_image: str, misbehave_manifest: Manifest,
+                                                        jail_runtime: JailRuntime) -> None:
+    # Without warm supervisors each run creates and joins its cgroup itself: same verdicts.
+    cold = JailRuntime(executor_id="pytest", warm_pool=0)
+    await cold.check()
+    hog, outcome = await run_agent(cold, misbehave_image, misbehave_manifest, "hog_memory", {"mib": 512})  # type: ignore[arg-type]
+    assert hog.termination is Termination.OOM_KILLED and outcome.state == "OOM_KILLED", hog
+    _, bomb = await run_agent(cold, misbehave_image, misbehave_manifest, "fork_bomb", {"seconds": 1.0})  # type: ignore[arg-type]
+    assert bomb.output["forked"] == SMALL.pids - 1, bomb
+    assert cold._warm == []
+
+
+async def test_warm_supervisors_end_with_the_process_that_started_them(misbehave_image: str,
+                                                                       jail_runtime: JailRuntime) -> None:
+    """Supervisors waiting for a run hold a cgroup each: if their executor dies (kill -9) they
+    see EOF on their stdin, remove their cgroup and exit."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", """
+import asyncio, os
+from executor.runtime.jail import JailRuntime
+async def main():
+    rt = JailRuntime(executor_id="doomed-warm", warm_pool=2)
+    await rt.check()
+    await asyncio.sleep(0)  # the pool fills right after the first run
+    print(len(rt._warm), flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+""", cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    try:
+        assert int(await asyncio.wait_for(child.stdout.readline(), 120)) == 2
+        prefix = f"warm-{child.pid}-"
+
+        def warm_cgroups() -> list[Path]:
+            return [p for root in jail_support._cgroup_roots()
+                    if (root / jail_runtime.cgroup_parent).is_dir()
+                    for p in (root / jail_runtime.cgroup_parent).iterdir() if p.name.startswith(prefix)]
+
+        await wait_for_condition(lambda: len(warm_cgroups()) >= 2, what="warm cgroups created")
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        await wait_for_condition(lambda: warm_cgroups() == [], what="warm cgroups removed")
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
