@@ -455,8 +455,12 @@ static void join_cgroups(void) {
 
 /* The child: in the run's cgroups, it opens the run's files as root, becomes the sandbox user
    and runs bubblewrap. In warm mode it waits (already in its cgroups) for the configuration. */
-static void child_main(struct config *c, int go_fd, int info[2], int block[2], sigset_t *oldmask) {
+static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], int block[2], sigset_t *oldmask) {
     join_cgroups();
+    if (joined_fd >= 0) {  /* the parent renames the cgroups only once we are in them */
+        if (write(joined_fd, "j", 1) != 1) _exit(125);
+        close(joined_fd);
+    }
     if (go_fd >= 0) {
         size_t len = 0;
         char *buf = read_all(go_fd, -1, &len);
@@ -630,7 +634,7 @@ int main(int argc, char **argv) {
     set_rel(rel, sizeof rel, parent, cfg.name);
     int have_status = 0, wstatus = 0, timed_out = 0, cancelled = 0, v2 = 0;
     pid_t child = -1, slirp_pid = -1;
-    int pidfd = -1, go[2] = {-1, -1};
+    int pidfd = -1, go[2] = {-1, -1}, joined[2] = {-1, -1};
     int info[2] = {-1, -1}, block[2] = {-1, -1};
 
     if (discover(parent, cfg.name) < 0) goto finish;
@@ -648,7 +652,8 @@ int main(int argc, char **argv) {
         }
     }
     if (!cfg.warm && set_limits(&cfg) < 0) goto finish;
-    if (pipe2(info, O_CLOEXEC) < 0 || pipe2(block, O_CLOEXEC) < 0 || (cfg.warm && pipe2(go, O_CLOEXEC) < 0)) {
+    if (pipe2(info, O_CLOEXEC) < 0 || pipe2(block, O_CLOEXEC) < 0 ||
+        (cfg.warm && (pipe2(go, O_CLOEXEC) < 0 || pipe2(joined, O_CLOEXEC) < 0))) {
         set_error("pipe: %s", strerror(errno));
         goto finish;
     }
@@ -657,16 +662,22 @@ int main(int argc, char **argv) {
     if (child < 0) { set_error("fork: %s", strerror(errno)); goto finish; }
     if (child == 0) {
         if (go[1] >= 0) close(go[1]);
-        child_main(&cfg, go[0], info, block, &oldmask);
+        if (joined[0] >= 0) close(joined[0]);
+        child_main(&cfg, go[0], joined[1], info, block, &oldmask);
     }
     if (go[0] >= 0) close(go[0]);
+    if (joined[1] >= 0) close(joined[1]);
     pidfd = (int)syscall(SYS_pidfd_open, child, 0);
 
     if (cfg.warm) {
         /* Wait for the run: its configuration arrives on stdin, NUL-separated, up to EOF. An
            empty one (the executor went away or shut down) ends this supervisor. */
+        char j;
+        ssize_t got;
+        do got = read(joined[0], &j, 1); while (got < 0 && errno == EINTR);
+        close(joined[0]);
         size_t len = 0;
-        char *buf = read_all(0, sfd, &len);
+        char *buf = got == 1 ? read_all(0, sfd, &len) : NULL;  /* got != 1: the child failed */
         int argc2 = 0;
         char **argv2 = buf && len ? split_nul(buf, len, &argc2) : NULL;
         struct config run;

@@ -351,6 +351,8 @@ class JailRuntime:
         self._images_json: Path | None = None
         self._rootfs: dict[str, tuple[int, _Rootfs]] = {}  # image ref -> (store stamp, rootfs)
         self._by_id: dict[str, _Rootfs] = {}
+        self._in_use: dict[str, int] = {}  # image ID -> runs using its root now
+        self._token = _secrets.token_hex(4)
         self._mount_lock = asyncio.Lock()
         self.warm_pool = warm_pool
         self._warm: list[_Supervised] = []
@@ -440,6 +442,7 @@ class JailRuntime:
         store = json.loads(out).get("store", {})
         if store.get("graphRoot") and store.get("graphDriverName"):
             self._images_json = Path(store["graphRoot"]) / f"{store['graphDriverName']}-images/images.json"
+        await self._remove_stale_roots()
         await self._trial()
 
     async def _trial(self) -> None:
@@ -489,18 +492,50 @@ class JailRuntime:
             if rootfs is None:
                 rootfs = await self._mount_image(image_id, info)
                 self._by_id[image_id] = rootfs
-        self._rootfs[image] = (stamp, rootfs)
+            self._rootfs[image] = (stamp, rootfs)
+            await self._unmount_unreferenced()
         return rootfs
 
+    async def _unmount_unreferenced(self) -> None:
+        """Unmount image roots no tag leads to any more (an image rebuilt under the same
+        name), once no run uses them, so a long-lived executor does not pin old layers."""
+        wanted = {r.image_id for _, r in self._rootfs.values()}
+        for image_id, rootfs in list(self._by_id.items()):
+            if image_id in wanted or self._in_use.get(image_id):
+                continue
+            del self._by_id[image_id]
+            try:
+                await asyncio.to_thread(_umount, rootfs.path)
+                await asyncio.to_thread(rootfs.path.rmdir)
+            except OSError as e:
+                log.warning("could not unmount %s: %s", rootfs.path, e)
+            await self._podman("image", "unmount", image_id, time_limit=30)
+
     async def _mount_image(self, image_id: str, info: dict[str, Any]) -> _Rootfs:
-        target = self.work_root / "rootfs" / image_id
-        # Mounted already by an earlier executor process: reuse it as it is.
-        if not await asyncio.to_thread(os.path.ismount, target):
-            rc, out, err = await self._podman("image", "mount", image_id, time_limit=60)
-            if rc != 0 or not out.strip():
-                raise _StartFailure(f"podman image mount {image_id[:12]} failed: {err.strip()[-300:]}")
-            await asyncio.to_thread(_bind_image, Path(out.strip()), target)
+        # One bind per image and runtime instance (named after this process, so what a dead
+        # executor left is recognised and removed by the next one's check()).
+        target = self.work_root / "rootfs" / f"{image_id}.{os.getpid()}.{self._token}"
+        rc, out, err = await self._podman("image", "mount", image_id, time_limit=60)
+        if rc != 0 or not out.strip():
+            raise _StartFailure(f"podman image mount {image_id[:12]} failed: {err.strip()[-300:]}")
+        await asyncio.to_thread(_bind_image, Path(out.strip()), target)
         return await asyncio.to_thread(_describe_rootfs, image_id, info, target)
+
+    async def _remove_stale_roots(self) -> None:
+        """Unmount image roots left by executor processes that no longer exist."""
+        root = self.work_root / "rootfs"
+        for d in await asyncio.to_thread(lambda: list(root.iterdir())):
+            image_id, _, rest = d.name.partition(".")
+            pid = rest.partition(".")[0]
+            if not pid.isdigit() or await asyncio.to_thread(Path(f"/proc/{pid}").exists):
+                continue
+            try:
+                await asyncio.to_thread(_umount, d)
+                await asyncio.to_thread(d.rmdir)
+            except OSError as e:
+                log.warning("could not remove the stale image root %s: %s", d, e)
+                continue
+            await self._podman("image", "unmount", image_id, time_limit=30)
 
     async def close(self) -> None:
         """End the warm supervisors and unmount the image roots (runs must be over)."""
@@ -709,7 +744,12 @@ class JailRuntime:
             sup = self._take_warm()
             if sup is not None:
                 sup.sink = sink
-                sup.configure(self._run_options(spec, rootfs, work))
+                try:
+                    sup.configure(self._run_options(spec, rootfs, work))
+                except BrokenPipeError:  # it ended meanwhile: start a cold one instead
+                    sup.close_log()
+                    sup = None
+            if sup is not None:
                 asyncio.get_running_loop().call_soon(self._spawn_warm)  # replace it, off this path
             else:
                 sup = _Supervised(self._command(spec, rootfs, work), sink)
@@ -729,9 +769,12 @@ class JailRuntime:
         sup: _Supervised | None = None
         work: Path | None = None
         digest: str | None = None
+        using: str | None = None
         try:
             rootfs = await self._image_rootfs(spec.image)
             digest = rootfs.digest
+            using = rootfs.image_id
+            self._in_use[using] = self._in_use.get(using, 0) + 1
             work, sup = self._start(spec, rootfs, sink)
             waiter = asyncio.ensure_future(sup.wait())
             cancelled = asyncio.ensure_future(cancel.wait())
@@ -791,6 +834,8 @@ class JailRuntime:
                 sup.close_log()
             if work is not None:
                 self._remove_work(work)
+            if using is not None:
+                self._in_use[using] -= 1
 
     @staticmethod
     def _read_status(work: Path) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from tests.helpers.requirements import require
 
 
 @pytest.fixture(scope="session")
-async def jail_runtime() -> JailRuntime:
+async def jail_runtime() -> AsyncIterator[JailRuntime]:
     require("root", None if os.geteuid() == 0 else "the jail runtime runs as root")
     for prog in ("bwrap", "slirp4netns", "podman", "cc"):
         require(prog, None if shutil.which(prog) else "not on PATH (scripts/setup.sh installs it)")
@@ -38,7 +38,8 @@ async def jail_runtime() -> JailRuntime:
         await runtime.check()
     except RuntimeUnavailable as e:
         require("a working jail", str(e))
-    return runtime
+    yield runtime
+    await runtime.close()  # its warm supervisors and image mounts
 
 
 def jail_cgroups(runtime: JailRuntime, run_id: str) -> list[Path]:

@@ -424,6 +424,7 @@ async def test_cold_supervisors_enforce_the_same_limits(misbehave_image: str, mi
     _, bomb = await run_agent(cold, misbehave_image, misbehave_manifest, "fork_bomb", {"seconds": 1.0})  # type: ignore[arg-type]
     assert bomb.output["forked"] == SMALL.pids - 1, bomb
     assert cold._warm == []
+    await cold.close()
 
 
 async def test_warm_supervisors_end_with_the_process_that_started_them(misbehave_image: str,
