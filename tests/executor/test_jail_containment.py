@@ -460,3 +460,17 @@ asyncio.run(main())
         if child.returncode is None:
             child.kill()
             await child.wait()
+
+
+async def test_back_to_back_runs_through_the_warm_pool_all_succeed(
+    jail_runtime: JailRuntime, misbehave_image: str, misbehave_manifest: Manifest
+) -> None:
+    # Runs taking warm supervisors as fast as they are replaced (the pool is 2, 4 at once).
+    sem = asyncio.Semaphore(4)
+
+    async def one(i: int) -> str:
+        async with sem:
+            _, outcome = await run_agent(jail_runtime, misbehave_image, misbehave_manifest, "ok", {"i": i})  # type: ignore[arg-type]
+            return str(outcome.state)
+
+    assert await asyncio.gather(*(one(i) for i in range(16))) == ["SUCCEEDED"] * 16
