@@ -474,3 +474,21 @@ async def test_back_to_back_runs_through_the_warm_pool_all_succeed(
             return str(outcome.state)
 
     assert await asyncio.gather(*(one(i) for i in range(16))) == ["SUCCEEDED"] * 16
+
+
+async def test_the_agent_cannot_signal_its_supervisor(jail_runtime: JailRuntime, misbehave_image: str) -> None:
+    # kill(-1, SIGKILL) reaches every process the caller may signal but itself and its pid 1.
+    # In the jail that leaves nobody: the supervisor (root, outside its pid namespace) and the
+    # executor are out of reach, and the run ends normally.
+    script = """
+import errno, json, os, signal
+try:
+    os.kill(-1, signal.SIGKILL)
+    res = "signalled something"
+except OSError as e:
+    res = errno.errorcode[e.errno]
+json.dump({"output": {"kill_all": res}}, open(os.environ["AIRLOCK_OUTPUT"], "w"))
+"""
+    result = await _script(jail_runtime, misbehave_image, script)
+    assert result.termination is Termination.EXITED and result.exit_code == 0, result
+    assert json.loads(result.output or b"{}") == {"output": {"kill_all": "ESRCH"}}
