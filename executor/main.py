@@ -11,6 +11,7 @@ import sys
 from executor.runtime.registry import resolve_runtime
 from executor.settings import ExecutorSettings
 from executor.worker import Executor
+from server.domain.states import RunState
 from server.store import Store, make_engine
 from server.store.engine import sync_url
 from server.store.notify import Notifier, PgListener
@@ -27,8 +28,8 @@ async def _schema_problem(store: Store) -> str | None:
     """None when the tables an executor uses exist, else why not (the database's own words)."""
     try:
         async with store.read() as tx:
-            await tx.list_executors()
-            await tx.count("runs", state="QUEUED")
+            await tx.fleet.all()
+            await tx.runs.count(RunState.QUEUED)
         return None
     except Exception as e:  # missing table, unreachable database, ...
         text = str(getattr(e, "orig", None) or e).strip().splitlines()

@@ -248,20 +248,20 @@ class Relay:
         limit = self.settings.relay_batch_size
         if self.store.dialect == "postgresql":
             async with self.store.transaction() as tx:
-                if not await tx.try_lock_outbox():
+                if not await tx.events.try_lock_outbox():
                     return BatchResult(locked_out=True)
-                events = await tx.unpublished_events(limit)
+                events = await tx.events.unpublished(limit)
                 result = await self._publish(events)
                 if result.acked:
-                    await tx.mark_published(result.acked, self.clock())
+                    await tx.events.mark_published(result.acked, self.clock())
         else:
             # SQLite: no transaction held while publishing (it would block every writer).
             async with self.store.read() as tx:
-                events = await tx.unpublished_events(limit)
+                events = await tx.events.unpublished(limit)
             result = await self._publish(events)
             if result.acked:
                 async with self.store.transaction() as tx:
-                    await tx.mark_published(result.acked, self.clock())
+                    await tx.events.mark_published(result.acked, self.clock())
         self.published += result.published
         self.duplicates += result.duplicates
         if result.published:

@@ -24,7 +24,7 @@ from executor.results import Outcome, interpret
 from executor.runtime.base import RunSpec, SandboxRuntime
 from executor.secrets import MissingSecret, SecretSource
 from executor.settings import ExecutorSettings
-from server.domain.models import ExecutorInfo, Run
+from server.domain.models import AttemptResult, ExecutorInfo, Run
 from server.domain.states import RunState
 from server.logs import run_context
 from server.services.clock import Clock, utcnow
@@ -93,7 +93,7 @@ class Executor:
             await hold(getattr(self.runtime, "executor_id", None) or self.id)
         now = self.clock()
         async with self.store.transaction() as tx:
-            await tx.upsert_executor(ExecutorInfo(
+            await tx.fleet.register(ExecutorInfo(
                 id=self.id, host=socket.gethostname(), runtime=self.runtime.name,
                 slots=self.settings.slots, slots_in_use=0, started_at=now, heartbeat_at=now,
                 stopped_at=None))
@@ -126,7 +126,7 @@ class Executor:
             log.error("executor task %s did not stop on cancellation", t.get_name())
         with contextlib.suppress(Exception):
             async with self.store.transaction() as tx:
-                await tx.executor_heartbeat(self.id, slots_in_use=0, now=self.clock(), stopped=True)
+                await tx.fleet.stopped(self.id, self.clock())
 
     # -- leasing -----------------------------------------------------------------------------
 
@@ -161,12 +161,10 @@ class Executor:
         started = datetime.now(UTC)
         out = []
         async with self.store.transaction() as tx:
-            for run in await tx.claim_queued(limit, network=getattr(self.runtime, "network_pool", None)):
-                out.append(await tx.transition(
-                    run, RunState.RUNNING, reason=f"running on {self.id} (attempt {run.attempt + 1})",
-                    actor=self.id, now=now, attempt=run.attempt + 1, lease_owner=self.id,
-                    lease_expires_at=now + self.lease, started_at=now, executor_id=self.id,
-                    cancel_requested=False))
+            network = getattr(self.runtime, "network_pool", None)
+            for run in await tx.runs.next_queued(limit, network=network):
+                out.append(await tx.runs.lease(run, executor_id=self.id, until=now + self.lease,
+                                               now=now))
         for run in out:  # the lease, as a span in the run's trace
             if run.traceparent:
                 record_span("airlock.run.lease", parent=run.traceparent, start=started,
@@ -246,7 +244,7 @@ class Executor:
         run = a.run
         now = self.clock()
         async with self.store.transaction() as tx:
-            current = await tx.get_run(run.id, lock=True)
+            current = await tx.runs.get(run.id, lock=True)
             if (current is None or current.state is not RunState.RUNNING
                     or current.lease_owner != self.id or current.attempt != run.attempt):
                 log.warning("run %s: lease lost before the result was recorded; result (%s) "
@@ -259,16 +257,13 @@ class Executor:
                 reason = outcome.reason or ("succeeded" if target is RunState.SUCCEEDED else "")
                 if target is RunState.CANCELLED and current.cancel_requested:
                     reason = "cancelled on request"
-            await tx.save_result(
-                run.id, output_json=None if outcome.output is None and not outcome.succeeded
-                else json.dumps(outcome.output, ensure_ascii=False),
-                error_code=outcome.error_code or "", error_message="" if outcome.succeeded else reason,
-                exit_code=outcome.exit_code, logs=outcome.logs.encode("utf-8", "replace"),
-                logs_truncated=outcome.logs_truncated, peak_memory_bytes=outcome.peak_memory_bytes,
-                duration_seconds=outcome.duration_seconds)
-            await tx.transition(current, target, reason=reason, actor=self.id, now=now,
-                                lease_owner=None, lease_expires_at=None,
-                                **({"finished_at": None} if target is RunState.QUEUED else {}))
+            result = _attempt_result(outcome, error_message="" if outcome.succeeded else reason)
+            if target is RunState.QUEUED:
+                await tx.runs.requeue(current, reason=reason, actor=self.id, now=now,
+                                      result=result)
+            else:
+                await tx.runs.record_outcome(current, target, reason=reason, result=result,
+                                             actor=self.id, now=now)
         # After the commit: the message states what the database now says.
         took = f"after {outcome.duration_seconds:.1f}s"
         if target is RunState.QUEUED:
@@ -292,8 +287,9 @@ class Executor:
                 # Judge only the runs we asked to renew: one claimed meanwhile is not "lost".
                 renewing = dict(self.active)
                 async with self.store.transaction() as tx:
-                    held = set(await tx.extend_leases(self.id, list(renewing), now + self.lease))
-                    await tx.executor_heartbeat(self.id, slots_in_use=len(self.active), now=now)
+                    held = set(await tx.runs.extend_leases(self.id, list(renewing),
+                                                           now + self.lease))
+                    await tx.fleet.heartbeat(self.id, slots_in_use=len(self.active), now=now)
                 for run_id, a in renewing.items():
                     if run_id not in held and not a.cancel.is_set() and not a.finishing:
                         # Someone else re-queued or failed it: stop our copy at once.
@@ -312,7 +308,7 @@ class Executor:
             if self.active:
                 try:
                     async with self.store.read() as tx:
-                        ids = await tx.cancel_requested_among(list(self.active))
+                        ids = await tx.runs.to_stop(list(self.active))
                     for run_id in ids:
                         a = self.active.get(run_id)
                         if a is not None and not a.cancel.is_set():
@@ -337,7 +333,7 @@ class Executor:
         count = 0
         done: list[tuple[str, str]] = []
         async with self.store.transaction() as tx:
-            for run in await tx.lapsed_runs(now):
+            for run in await tx.runs.lapsed(now):
                 if run.id in self.active:
                     continue  # ours: the heartbeat will renew it
                 # Same host: make sure the old sandbox is gone before anyone runs it again.
@@ -345,16 +341,15 @@ class Executor:
                     await self.runtime.reap(run.id)
                 who = run.lease_owner or "unknown executor"
                 if run.attempt < run.max_attempts:
-                    await tx.transition(run, RunState.QUEUED, actor=self.id, now=now,
-                                        reason=f"lease lost on {who} (attempt {run.attempt}); re-queued",
-                                        lease_owner=None, lease_expires_at=None, finished_at=None)
+                    await tx.runs.requeue(
+                        run, actor=self.id, now=now,
+                        reason=f"lease lost on {who} (attempt {run.attempt}); re-queued")
                     done.append((run.id, f"lease lost on {who} (attempt {run.attempt} of "
                                          f"{run.max_attempts}); re-queued"))
                 else:
-                    await tx.transition(run, RunState.FAILED, actor=self.id, now=now,
-                                        reason=f"LOST: lease lost on {who} after {run.attempt} attempts",
-                                        lease_owner=None, lease_expires_at=None)
-                    await tx.save_result(run.id, error_code="LOST")
+                    await tx.runs.fail_lost(
+                        run, actor=self.id, now=now,
+                        reason=f"LOST: lease lost on {who} after {run.attempt} attempts")
                     done.append((run.id, f"lease lost on {who} after {run.attempt} attempts; "
                                          f"FAILED (LOST)"))
                 count += 1
@@ -366,3 +361,15 @@ class Executor:
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "runtime": self.runtime.name, "slots": self.settings.slots,
                 "active": sorted(self.active)}
+
+
+def _attempt_result(outcome: Outcome, *, error_message: str) -> AttemptResult:
+    """What the attempt leaves on its run: the output as JSON text (kept on failure only when
+    the agent gave one), the error, logs and measurements."""
+    output = (None if outcome.output is None and not outcome.succeeded
+              else json.dumps(outcome.output, ensure_ascii=False))
+    return AttemptResult(
+        output_json=output, error_code=outcome.error_code or "", error_message=error_message,
+        exit_code=outcome.exit_code, logs=outcome.logs.encode("utf-8", "replace"),
+        logs_truncated=outcome.logs_truncated, peak_memory_bytes=outcome.peak_memory_bytes,
+        duration_seconds=outcome.duration_seconds)

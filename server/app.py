@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agents.manifest import Risk
 from server.domain.policy import Policy
+from server.domain.states import RunState
 from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
 from server.services.clock import Clock, utcnow
@@ -187,8 +188,8 @@ class ControlPlane:
         while True:
             try:
                 async with self.store.read() as tx:
-                    for state in ("QUEUED", "PENDING_APPROVAL"):
-                        metrics_api().set_queue_depth(state, await tx.count("runs", state=state))
+                    for state in (RunState.QUEUED, RunState.PENDING_APPROVAL):
+                        metrics_api().set_queue_depth(state.value, await tx.runs.count(state))
             except Exception:
                 log.debug("queue depth sample failed", exc_info=True)
             await asyncio.sleep(5.0)

@@ -82,6 +82,51 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run as submitted, before it is stored (attempt 0, sequence 1, not cancelled)."""
+
+    id: str
+    agent: str
+    version: str
+    capability: str
+    state: RunState  # QUEUED or PENDING_APPROVAL
+    reason: str
+    effective_risk: Risk
+    risk_reasons: tuple[str, ...]
+    submitter: str
+    submitter_key_id: str
+    idempotency_key: str | None
+    request_hash: str
+    input_json: str
+    network: bool
+    secrets: tuple[str, ...]
+    limits: Limits
+    image: str
+    entrypoint: tuple[str, ...] | None
+    output_schema: dict[str, Any]
+    max_attempts: int
+    traceparent: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt left on its run: the output or error, logs and measurements.
+
+    The last recorded attempt's result is the run's (``RunResult``).
+    """
+
+    output_json: str | None = None
+    error_code: str = ""
+    error_message: str = ""
+    exit_code: int | None = None
+    logs: bytes = b""
+    logs_truncated: bool = False
+    peak_memory_bytes: int | None = None
+    duration_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     run: Run
     output_json: str | None
@@ -146,6 +191,18 @@ class ApiKey:
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log: who did what to which target, when, with details."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

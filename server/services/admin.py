@@ -16,7 +16,7 @@ from server.domain.principal import Principal, Role
 from server.ids import new_key_id
 from server.services.clock import Clock, utcnow
 from server.services.validation import require
-from server.store.store import Store
+from server.store import Store
 
 OWNER_RE = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$"
 
@@ -67,35 +67,43 @@ class AdminService:
         secret = secrets.token_urlsafe(32)
         now = self.clock()
         async with self.store.transaction() as tx:
-            key = await tx.insert_key(key_id=key_id, owner=owner, role=role,
-                                      secret_hash=hash_secret(secret), now=now)
-            await tx.audit(actor=by, action="key.create", target=key_id, now=now,
-                           details={"owner": owner, "role": role.value})
+            key = await tx.keys.add(key_id=key_id, owner=owner, role=role,
+                                    secret_hash=hash_secret(secret), now=now)
+            await tx.audit.record(actor=by, action="key.create", target=key_id, now=now,
+                                  details={"owner": owner, "role": role.value})
         return key, f"{key_id}.{secret}"
 
     async def ensure_first_admin(self) -> str | None:
         """Create an admin key when there is none; returns its token (else None)."""
         async with self.store.read() as tx:
-            if await tx.count_active_admin_keys():
+            if await tx.keys.count_active_admins():
                 return None
         _, token = await self.create_key("system", CreateKeyRequest("admin", Role.ADMIN))
         return token
 
     async def list_keys(self) -> list[ApiKey]:
         async with self.store.read() as tx:
-            return await tx.list_keys()
+            return await tx.keys.all()
+
+    async def get_key(self, key_id: str) -> ApiKey:
+        """The key ``key_id`` (never its secret or hash)."""
+        async with self.store.read() as tx:
+            found = await tx.keys.get_with_hash(key_id)
+        if found is None:
+            raise KeyNotFound(key_id)
+        return found[0]
 
     async def revoke_key(self, by: str, req: RevokeKeyRequest) -> ApiKey:
         key_id = req.key_id
         require("id", key_id, pattern=r"^key_[0-9a-z]{12}$", max_len=40)
         now = self.clock()
         async with self.store.transaction() as tx:
-            found = await tx.get_key_with_hash(key_id)
+            found = await tx.keys.get_with_hash(key_id)
             if found is None:
                 raise KeyNotFound(key_id)
-            await tx.revoke_key(key_id, now)
-            await tx.audit(actor=by, action="key.revoke", target=key_id, now=now)
-            found = await tx.get_key_with_hash(key_id)
+            await tx.keys.revoke(key_id, now)
+            await tx.audit.record(actor=by, action="key.revoke", target=key_id, now=now)
+            found = await tx.keys.get_with_hash(key_id)
         self._cache.clear()
         assert found is not None
         return found[0]
@@ -122,7 +130,7 @@ class AdminService:
         if not secret or not key_id.startswith("key_") or len(key_id) > 40:
             return None
         async with self.store.read() as tx:
-            found = await tx.get_key_with_hash(key_id)
+            found = await tx.keys.get_with_hash(key_id)
         if found is None:
             return None
         key, stored = found
@@ -145,7 +153,7 @@ class AdminService:
         now = self.clock()
         keep = timedelta(seconds=self.executor_retention_seconds)
         async with self.store.transaction() as tx:
-            return await tx.drop_executors(
+            return await tx.fleet.drop(
                 stopped_before=now - keep,
                 heartbeat_before=now - keep - timedelta(seconds=self.lease_seconds))
 
@@ -154,7 +162,7 @@ class AdminService:
         await self.drop_old_executors()
         now = self.clock()
         async with self.store.read() as tx:
-            rows = await tx.list_executors()
+            rows = await tx.fleet.all()
         return [(e, self.executor_state(e, now)) for e in rows]
 
 

@@ -21,8 +21,8 @@ from server.domain.states import RunState
 from server.services.clock import Clock, utcnow
 from server.services.runs import RUN_ID_RE
 from server.services.validation import Paging, check, page_size, require
+from server.store import Store, Tx
 from server.store.notify import APPROVALS
-from server.store.store import Store, Tx
 from server.telemetry import approval_closed
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ApprovalService:
         self.watch_poll_seconds = watch_poll_seconds
 
     async def _views(self, tx: Tx, approvals: Sequence[Approval]) -> list[ApprovalView]:
-        runs = await tx.get_runs([a.run_id for a in approvals])
+        runs = await tx.runs.get_many([a.run_id for a in approvals])
         return [ApprovalView(a, runs[a.run_id]) for a in approvals if a.run_id in runs]
 
     async def list(self, who: Principal, req: ListApprovalsRequest) -> Page[ApprovalView]:
@@ -72,7 +72,7 @@ class ApprovalService:
         paging = Paging.of(size, req.page_token)
         mine = who.owner if req.actionable_only else ""
         async with self.store.read() as tx:
-            page = paging.page(await tx.list_approvals(
+            page = paging.page(await tx.approvals.find(
                 statuses=list(req.statuses) or ["pending"], after_run_id=paging.after,
                 limit=paging.fetch, not_submitted_by=mine, not_decided_by=mine),
                 key=lambda a: a.run_id)
@@ -82,7 +82,7 @@ class ApprovalService:
     async def get(self, run_id: str) -> ApprovalView:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
-            a = await tx.get_approval(run_id)
+            a = await tx.approvals.get(run_id)
             if a is None:
                 raise ApprovalNotFound(run_id)
             return (await self._views(tx, [a]))[0]
@@ -102,10 +102,10 @@ class ApprovalService:
         expired = False
         async with self.store.transaction() as tx:
             # Lock order (approval, then run) is the same everywhere: no deadlocks.
-            a = await tx.get_approval(run_id, lock=True)
+            a = await tx.approvals.get(run_id, lock=True)
             if a is None:
-                raise (ApprovalNotFound(run_id) if await tx.get_run(run_id) else RunNotFound(run_id))
-            run = await tx.get_run(run_id, lock=True)
+                raise (ApprovalNotFound(run_id) if await tx.runs.get(run_id) else RunNotFound(run_id))
+            run = await tx.runs.get(run_id, lock=True)
             assert run is not None
             if a.status == "pending" and now >= a.expires_at:
                 await self._expire(tx, a, run, now)  # committed below, then refused
@@ -115,24 +115,24 @@ class ApprovalService:
             elif run.submitter == who.owner:
                 log.warning("self-approval refused: %s on %s", who.owner, run_id)
                 raise SelfApprovalRefused(run_id, who.owner)
-            elif not await tx.add_decision(run_id, approver=who.owner, key_id=who.key_id,
+            elif not await tx.approvals.add_decision(run_id, approver=who.owner, key_id=who.key_id,
                                            verdict=verdict, reason=reason, now=now):
                 raise AlreadyDecided(run_id, who.owner)
             else:
-                await tx.audit(actor=who.owner, action=f"approval.{verdict}", target=run_id, now=now,
-                               details={"reason": reason})
-                a = await tx.get_approval(run_id)
+                await tx.audit.record(actor=who.owner, action=f"approval.{verdict}", target=run_id,
+                                      now=now, details={"reason": reason})
+                a = await tx.approvals.get(run_id)
                 assert a is not None
                 if verdict == "reject":
-                    await tx.close_approval(run_id, "rejected", now)
-                    await tx.transition(run, RunState.REJECTED, reason=f"rejected by {who.owner}: {reason}",
+                    await tx.approvals.close(run_id, "rejected", now)
+                    await tx.runs.transition(run, RunState.REJECTED, reason=f"rejected by {who.owner}: {reason}",
                                         actor=who.owner, now=now)
                 elif a.approvals >= a.required:
                     approvers = ", ".join(d.approver for d in a.decisions if d.verdict == "approve")
-                    await tx.close_approval(run_id, "approved", now)
-                    await tx.transition(run, RunState.QUEUED, reason=f"approved by {approvers}",
+                    await tx.approvals.close(run_id, "approved", now)
+                    await tx.runs.transition(run, RunState.QUEUED, reason=f"approved by {approvers}",
                                         actor=who.owner, now=now)
-            a = await tx.get_approval(run_id)
+            a = await tx.approvals.get(run_id)
             view = (await self._views(tx, [a]))[0] if a else None
         if expired:
             raise ApprovalClosed(run_id, "expired")
@@ -145,12 +145,12 @@ class ApprovalService:
 
     @staticmethod
     async def _expire(tx: Tx, a: Approval, run: Run, now: datetime) -> None:
-        await tx.close_approval(a.run_id, "expired", now)
-        await tx.transition(run, RunState.EXPIRED, actor="system", now=now,
+        await tx.approvals.close(a.run_id, "expired", now)
+        await tx.runs.transition(run, RunState.EXPIRED, actor="system", now=now,
                             reason=f"no decision before {a.expires_at.isoformat()}")
-        await tx.audit(actor="system", action="approval.expire", target=a.run_id, now=now,
-                       details={"expires_at": a.expires_at.isoformat(), "approvals": a.approvals,
-                                "required": a.required})
+        await tx.audit.record(actor="system", action="approval.expire", target=a.run_id, now=now,
+                              details={"expires_at": a.expires_at.isoformat(),
+                                       "approvals": a.approvals, "required": a.required})
         approval_closed(run_id=a.run_id, traceparent=run.traceparent, opened=a.created_at,
                         closed=now, result="expired")
 
@@ -160,10 +160,10 @@ class ApprovalService:
         while True:
             now = self.clock()
             async with self.store.transaction() as tx:
-                due = await tx.due_approvals(now)
+                due = await tx.approvals.due(now)
                 for run_id in due:
-                    a = await tx.get_approval(run_id, lock=True)
-                    run = await tx.get_run(run_id, lock=True)
+                    a = await tx.approvals.get(run_id, lock=True)
+                    run = await tx.runs.get(run_id, lock=True)
                     if a is None or run is None or a.status != "pending":
                         continue
                     await self._expire(tx, a, run, now)
@@ -178,7 +178,7 @@ class ApprovalService:
         token = notifier.token(APPROVALS)
         since = self.clock()
         async with self.store.read() as tx:
-            pending = await tx.list_approvals(statuses=["pending"], after_run_id="", limit=1000)
+            pending = await tx.approvals.find(statuses=["pending"], limit=1000)
             views = await self._views(tx, pending)
         for v in views:
             seen[v.approval.run_id] = v.approval.version
@@ -188,7 +188,7 @@ class ApprovalService:
             token = notifier.token(APPROVALS)
             # Re-read a little behind `since`: clocks of several writers are not in lockstep.
             async with self.store.read() as tx:
-                changed = await tx.approvals_updated_since(since - timedelta(seconds=5))
+                changed = await tx.approvals.updated_since(since - timedelta(seconds=5))
                 fresh = [a for a in changed if seen.get(a.run_id, -1) < a.version]
                 views = await self._views(tx, fresh)
             for v in views:

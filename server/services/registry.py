@@ -11,7 +11,7 @@ from server.domain.models import Agent, AgentVersion, Page
 from server.domain.principal import Principal
 from server.services.clock import Clock, utcnow
 from server.services.validation import Paging, check, page_size, require
-from server.store.store import Store
+from server.store import Store
 
 MAX_MANIFEST_BYTES = 256 * 1024
 
@@ -63,33 +63,33 @@ class RegistryService:
             raise InvalidArgument("manifest.image", "is required to register (build the image first)")
         now = self.clock()
         async with self.store.transaction() as tx:
-            existing = await tx.get_version(manifest.name, manifest.version)
+            existing = await tx.registry.get_version(manifest.name, manifest.version)
             if existing is not None:
                 same = json.dumps(existing.manifest.to_json(), sort_keys=True) == json.dumps(
                     manifest.to_json(), sort_keys=True)
                 if same and existing.image_digest == image_digest:
                     return existing
                 raise VersionExists(manifest.name, manifest.version)
-            if await tx.get_agent(manifest.name) is None:
-                await tx.insert_agent(name=manifest.name, description=manifest.description,
-                                      by=who.owner, now=now)
+            if await tx.registry.get_agent(manifest.name) is None:
+                await tx.registry.add_agent(name=manifest.name, description=manifest.description,
+                                            by=who.owner, now=now)
             else:
-                await tx.update_agent_description(manifest.name, manifest.description)
+                await tx.registry.describe_agent(manifest.name, manifest.description)
             version = AgentVersion(
                 agent=manifest.name, version=manifest.version, image=manifest.image,
                 image_digest=image_digest, risk=manifest.risk, manifest=manifest,
                 deprecated=False, deprecation_reason="", created_at=now, created_by=who.owner)
-            await tx.insert_version(version)
-            await tx.audit(actor=who.owner, action="agent.version.register",
-                           target=f"{manifest.name}@{manifest.version}", now=now,
-                           details={"image": manifest.image, "digest": image_digest,
-                                    "risk": manifest.risk.label})
+            await tx.registry.add_version(version)
+            await tx.audit.record(actor=who.owner, action="agent.version.register",
+                                  target=f"{manifest.name}@{manifest.version}", now=now,
+                                  details={"image": manifest.image, "digest": image_digest,
+                                           "risk": manifest.risk.label})
         return version
 
     async def get_agent(self, name: str) -> tuple[Agent, list[AgentVersion]]:
         require("name", name, pattern=NAME_RE, max_len=63)
         async with self.store.read() as tx:
-            found = await tx.get_agent_and_versions(name)
+            found = await tx.registry.get_agent_and_versions(name)
         if found is None:
             raise AgentNotFound(name)
         return found
@@ -98,7 +98,7 @@ class RegistryService:
         require("name", name, pattern=NAME_RE, max_len=63)
         check("version", version, pattern=VERSION_RE, max_len=64)
         async with self.store.read() as tx:
-            v = await tx.get_version(name, version)
+            v = await tx.registry.get_version(name, version)
         if v is None:
             raise AgentNotFound(name, version or None)
         return v
@@ -108,8 +108,8 @@ class RegistryService:
         check("name_prefix", req.name_prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
         paging = Paging.of(size, req.page_token)
         async with self.store.read() as tx:
-            items = await tx.list_agents(prefix=req.name_prefix, after=paging.after,
-                                         limit=paging.fetch)
+            items = await tx.registry.list_agents(prefix=req.name_prefix, after=paging.after,
+                                                  limit=paging.fetch)
         return paging.page(items, key=lambda a: a.name)
 
     async def deprecate(self, who: Principal, req: DeprecateRequest) -> AgentVersion:
@@ -119,13 +119,14 @@ class RegistryService:
         check("reason", reason, max_len=2000)
         now = self.clock()
         async with self.store.transaction() as tx:
-            v = await tx.get_version(name, version)
+            v = await tx.registry.get_version(name, version)
             if v is None:
                 raise AgentNotFound(name, version)
             if not v.deprecated:
-                await tx.deprecate_version(name, version, reason)
-                await tx.audit(actor=who.owner, action="agent.version.deprecate",
-                               target=f"{name}@{version}", now=now, details={"reason": reason})
-            v = await tx.get_version(name, version)
+                await tx.registry.deprecate_version(name, version, reason)
+                await tx.audit.record(actor=who.owner, action="agent.version.deprecate",
+                                      target=f"{name}@{version}", now=now,
+                                      details={"reason": reason})
+            v = await tx.registry.get_version(name, version)
         assert v is not None
         return v

@@ -21,15 +21,15 @@ from server.domain.errors import (
     RunNotFound,
     VersionDeprecated,
 )
-from server.domain.models import Page, Run, RunEvent, RunResult
+from server.domain.models import NewRun, Page, Run, RunEvent, RunResult
 from server.domain.policy import Policy, assess
 from server.domain.principal import Principal, Role
 from server.domain.states import RunState
 from server.ids import new_run_id
 from server.services.clock import Clock, utcnow
 from server.services.validation import Paging, check, parse_json, require
+from server.store import Duplicate, Store
 from server.store.notify import RUN_EVENTS
-from server.store.store import Duplicate, Store
 
 RUN_ID_RE = r"^run_[0-9a-z]{26}$"
 IDEMPOTENCY_RE = r"^[\x21-\x7e]{1,200}$"  # printable ASCII, no spaces
@@ -108,12 +108,12 @@ class RunService:
         digest = request_hash(req, payload)
         if req.idempotency_key:
             async with self.store.read() as tx:
-                existing = await tx.find_run_by_idempotency_key(who.owner, req.idempotency_key)
+                existing = await tx.runs.find_by_idempotency_key(who.owner, req.idempotency_key)
             if existing is not None:
                 return self._dedupe(existing, req.idempotency_key, digest)
         async with self.store.read() as tx:
-            version = await tx.get_version(req.agent, req.version)
-            exists = version is not None or bool(not req.version and await tx.get_agent(req.agent))
+            version = await tx.registry.get_version(req.agent, req.version)
+            exists = version is not None or bool(not req.version and await tx.registry.get_agent(req.agent))
         if version is None:
             raise NoLiveVersion(req.agent) if exists else AgentNotFound(req.agent, req.version or None)
         if version.deprecated:
@@ -146,35 +146,33 @@ class RunService:
         state = RunState.PENDING_APPROVAL if pending else RunState.QUEUED
         reason = (f"needs {rule.approvals} approval{'s' if rule.approvals > 1 else ''} "
                   f"(risk {risk.risk.label})") if pending else f"auto-approved (risk {risk.risk.label})"
-        run_id = new_run_id()
-        values = dict(
-            id=run_id, agent_name=version.agent, version=version.version, capability=cap.name,
-            state=state.value, reason=reason, effective_risk=int(risk.risk),
-            risk_reasons=list(risk.reasons), submitter=who.owner, submitter_key_id=who.key_id,
+        new = NewRun(
+            id=new_run_id(), agent=version.agent, version=version.version, capability=cap.name,
+            state=state, reason=reason, effective_risk=risk.risk, risk_reasons=tuple(risk.reasons),
+            submitter=who.owner, submitter_key_id=who.key_id,
             idempotency_key=req.idempotency_key or None, request_hash=digest,
             input_json=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-            network=req.network, secrets=list(req.secrets), limits=limits.as_dict(),
+            network=req.network, secrets=tuple(req.secrets), limits=limits,
             image=f"{version.image}@{version.image_digest}" if version.image_digest and "@" not in version.image
             else version.image,
-            entrypoint=list(m.entrypoint) if m.entrypoint else None,
-            output_schema=cap.output_schema, attempt=0, max_attempts=self.max_attempts, last_seq=1,
-            traceparent=req.traceparent, created_at=now, updated_at=now, cancel_requested=False,
+            entrypoint=tuple(m.entrypoint) if m.entrypoint else None,
+            output_schema=cap.output_schema, max_attempts=self.max_attempts,
+            traceparent=req.traceparent, created_at=now,
         )
         try:
             async with self.store.transaction() as tx:
-                run = await tx.insert_run(values)
-                await tx.first_event(run, actor=who.owner, now=now)
+                run = await tx.runs.insert(new, actor=who.owner)
                 if pending:
-                    await tx.insert_approval(run_id, required=rule.approvals, now=now,
-                                             expires_at=now + rule.expires_after)
-                await tx.audit(actor=who.owner, action="run.submit", target=run_id, now=now,
-                               details={"agent": f"{version.agent}@{version.version}",
-                                        "capability": cap.name, "risk": risk.risk.label,
-                                        "state": state.value})
+                    await tx.approvals.open(run.id, required=rule.approvals, now=now,
+                                            expires_at=now + rule.expires_after)
+                await tx.audit.record(actor=who.owner, action="run.submit", target=run.id, now=now,
+                                      details={"agent": f"{version.agent}@{version.version}",
+                                               "capability": cap.name, "risk": risk.risk.label,
+                                               "state": state.value})
         except Duplicate:
             # A concurrent submit with the same key won the race; answer as if we came second.
             async with self.store.read() as tx:
-                existing = await tx.find_run_by_idempotency_key(who.owner, req.idempotency_key)
+                existing = await tx.runs.find_by_idempotency_key(who.owner, req.idempotency_key)
             if existing is None:
                 raise
             return self._dedupe(existing, req.idempotency_key, digest)
@@ -189,7 +187,7 @@ class RunService:
     async def get(self, run_id: str) -> Run:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
-            run = await tx.get_run(run_id)
+            run = await tx.runs.get(run_id)
         if run is None:
             raise RunNotFound(run_id)
         return run
@@ -199,7 +197,7 @@ class RunService:
         check("agent", req.agent, pattern=NAME_RE, max_len=63)
         check("submitter", req.submitter, max_len=200)
         async with self.store.read() as tx:
-            items = await tx.list_runs(agent=req.agent, states=req.states,
+            items = await tx.runs.find(agent=req.agent, states=req.states,
                                        submitter=req.submitter, before_id=paging.after,
                                        limit=paging.fetch)
         return paging.page(items, key=lambda r: r.id)
@@ -213,8 +211,8 @@ class RunService:
         async with self.store.transaction() as tx:
             # Lock order as in approvals (approval, then run): a cancel racing a decision
             # must not deadlock on PostgreSQL.
-            await tx.get_approval(run_id, lock=True)
-            run = await tx.get_run(run_id, lock=True)
+            await tx.approvals.get(run_id, lock=True)
+            run = await tx.runs.get(run_id, lock=True)
             if run is None:
                 raise RunNotFound(run_id)
             if who.role is not Role.ADMIN and run.submitter != who.owner:
@@ -223,14 +221,14 @@ class RunService:
                 raise IllegalTransition(run_id, run.state.value, RunState.CANCELLED.value)
             if run.state is RunState.RUNNING:
                 # The executor holding the lease stops the sandbox and records CANCELLED.
-                await tx.set_cancel_requested(run_id, now)
+                await tx.runs.request_cancel(run_id, now)
             else:
                 if run.state is RunState.PENDING_APPROVAL:
-                    await tx.close_approval(run_id, "cancelled", now)
-                run = await tx.transition(run, RunState.CANCELLED, reason=why, actor=who.owner, now=now)
-            await tx.audit(actor=who.owner, action="run.cancel", target=run_id, now=now,
-                           details={"reason": reason, "state": run.state.value})
-            fresh = await tx.get_run(run_id)
+                    await tx.approvals.close(run_id, "cancelled", now)
+                run = await tx.runs.transition(run, RunState.CANCELLED, reason=why, actor=who.owner, now=now)
+            await tx.audit.record(actor=who.owner, action="run.cancel", target=run_id, now=now,
+                                  details={"reason": reason, "state": run.state.value})
+            fresh = await tx.runs.get(run_id)
         assert fresh is not None
         return fresh
 
@@ -247,8 +245,8 @@ class RunService:
         while True:
             token = notifier.token(RUN_EVENTS)
             async with self.store.read() as tx:
-                events = await tx.events_since(run_id, cursor)
-                run = None if events else await tx.get_run(run_id)
+                events = await tx.events.since(run_id, cursor)
+                run = None if events else await tx.runs.get(run_id)
             for e in events:
                 yield e
                 cursor = e.seq + 1
@@ -262,7 +260,7 @@ class RunService:
     async def result(self, run_id: str) -> RunResult:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
-            res = await tx.get_result(run_id)
+            res = await tx.runs.result(run_id)
         if res is None:
             raise RunNotFound(run_id)
         if len(res.logs) > MAX_LOG_BYTES_RETURNED:

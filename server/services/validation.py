@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from server.domain.errors import InvalidArgument
 from server.domain.models import Page
-from server.store.store import decode_token, encode_token
+from server.services.page_tokens import decode_token, encode_token
 
 T = TypeVar("T")
 

@@ -171,11 +171,8 @@ class AdminHandlers:
         return adm.ListExecutorsResponse(executors=[c.executor_pb(e, state) for e, state in rows])
 
     async def who_am_i(self, req: adm.WhoAmIRequest, ctx: Any = None) -> adm.WhoAmIResponse:
-        p = current_principal()
-        async with self.s.admin.store.read() as tx:
-            found = await tx.get_key_with_hash(p.key_id)
-        assert found is not None
-        return adm.WhoAmIResponse(key=c.key_pb(found[0]))
+        key = await self.s.admin.get_key(current_principal().key_id)
+        return adm.WhoAmIResponse(key=c.key_pb(key))
 
 
 # The proto files whose services the control plane serves, over grpc.aio (and reflection and

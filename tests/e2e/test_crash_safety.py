@@ -52,7 +52,7 @@ async def containers(prefix: str = "airlock-run_") -> list[str]:
 
 async def run_events(plane: Plane, run_id: str) -> list:
     async with plane.cp.store.read() as tx:
-        return await tx.events_since(run_id, 1)
+        return await tx.events.since(run_id, 1)
 
 
 async def test_kill9_executor_mid_run_another_finishes_every_run_once(
@@ -129,7 +129,7 @@ async def test_two_executor_processes_share_200_runs_each_executed_once(
 
         async def finished() -> int:
             async with pg_plane.cp.store.read() as tx:
-                return await tx.count("runs", state="SUCCEEDED")
+                return await tx.runs.count(RunState.SUCCEEDED)
 
         await assert_eventually(finished, lambda n: n == 200, timeout=600, interval=1,
                                 what="200 runs SUCCEEDED")

@@ -171,12 +171,12 @@ async def running_relay(settings: RelaySettings) -> AsyncIterator[RunningRelay]:
 
 async def unpublished(store: Store) -> int:
     async with store.read() as tx:
-        return await tx.count("run_events", published_at=None)
+        return await tx.events.count(unpublished_only=True)
 
 
 async def total_events(store: Store) -> int:
     async with store.read() as tx:
-        return await tx.count("run_events")
+        return await tx.events.count()
 
 
 @dataclass

@@ -86,7 +86,7 @@ async def test_submit_snippet_creates_a_run(pg_url: str, nats_url: str, tmp_path
         run_id, state = (await run_script(script, env)).split()
         assert state == "RUN_STATE_QUEUED"
         async with plane.cp.store.read() as tx:
-            run = await tx.get_run(run_id)
+            run = await tx.runs.get(run_id)
         assert run is not None and json.loads(run.input_json) == {"text": "hello"}
     finally:
         await plane.close()

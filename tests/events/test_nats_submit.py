@@ -63,7 +63,8 @@ async def world(pg_url: str, nats_url: str) -> AsyncIterator[World]:
 
 async def counts(store: Store) -> dict[str, int]:
     async with store.read() as tx:
-        return {t: await tx.count(t) for t in ("runs", "run_events", "approvals", "audit_log")}
+        return {"runs": await tx.runs.count(), "run_events": await tx.events.count(),
+                "approvals": await tx.approvals.count(), "audit_log": await tx.audit.count()}
 
 
 def req(text: str = "hi", **fields: Any) -> dict[str, Any]:
@@ -80,7 +81,7 @@ async def test_valid_request_creates_the_run(world: World) -> None:
     got = await world.alice.runs.GetRun(rs.GetRunRequest(run_id=run["id"]), metadata=world.alice.md)
     assert got.run.input_json == '{"text":"hi"}' and got.run.agent == "echo"
     async with world.plane.cp.store.read() as tx:
-        stored = await tx.get_run(run["id"])
+        stored = await tx.runs.get(run["id"])
     assert stored is not None and stored.traceparent == TRACEPARENT  # the caller's trace goes on
 
     # lowerCamel names (the other spelling of the JSON mapping) and policy: critical -> pending
@@ -88,7 +89,7 @@ async def test_valid_request_creates_the_run(world: World) -> None:
                                "inputJson": '{"text": "x"}'}, world.alice.token)
     assert body["run"]["state"] == "RUN_STATE_PENDING_APPROVAL"
     async with world.plane.cp.store.read() as tx:
-        assert await tx.get_approval(body["run"]["id"]) is not None
+        assert await tx.approvals.get(body["run"]["id"]) is not None
 
 
 async def test_idempotency_as_on_grpc(world: World) -> None:

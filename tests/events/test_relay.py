@@ -35,11 +35,10 @@ pytestmark = [pytest.mark.nats]
 
 async def all_rows(store: Store) -> list[RunEvent]:
     async with store.read() as tx:
-        run_ids = [r.id for r in await tx.list_runs(agent="", states=[], submitter="",
-                                                     before_id="", limit=10_000)]
+        run_ids = [r.id for r in await tx.runs.find(limit=10_000)]
         rows = []
         for rid in run_ids:
-            rows += await tx.events_since(rid, 1, limit=10_000)
+            rows += await tx.events.since(rid, 1, limit=10_000)
     return rows
 
 
@@ -56,12 +55,11 @@ async def drive(plane: Plane, store: Store, n_extra: int = 10) -> None:
     for rid, outcome in ((approved, RunState.SUCCEEDED), (failing, RunState.FAILED)):
         now = plane.cp.clock()
         async with store.transaction() as tx:
-            r = await tx.get_run(rid, lock=True)
+            r = await tx.runs.get(rid, lock=True)
             assert r is not None
-            r = await tx.transition(r, RunState.RUNNING, reason="leased", actor="ex-1", now=now,
-                                    attempt=1, lease_owner="ex-1",
-                                    lease_expires_at=now + timedelta(seconds=30))
-            await tx.transition(r, outcome, reason="done", actor="ex-1", now=now)
+            r = await tx.runs.lease(r, executor_id="ex-1", until=now + timedelta(seconds=30),
+                                    now=now)
+            await tx.runs.transition(r, outcome, reason="done", actor="ex-1", now=now)
     for i in range(n_extra):
         run = (await submit(alice, text=f"n{i}")).run
         await cancel(alice, run.id, "enough")

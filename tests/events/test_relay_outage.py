@@ -53,7 +53,7 @@ async def churn(alice: Client, n: int, tag: str) -> None:
 
 async def event_ids(store: Store) -> set[str]:
     async with store.read() as tx:
-        runs = await tx.list_runs(agent="", states=[], submitter="", before_id="", limit=100_000)
+        runs = await tx.runs.find(limit=100_000)
         return {f"{r.id}.{s}" for r in runs for s in range(1, r.last_seq + 1)}
 
 

@@ -96,7 +96,7 @@ async def test_one_trace_per_run(exporter: InMemorySpanExporter, pg_url: str, na
         res = await alice.runs.GetRunResult(rs.GetRunResultRequest(run_id=run_id),
                                             metadata=alice.md)
         async with plane.cp.store.read() as tx:
-            run = await tx.get_run(run_id)
+            run = await tx.runs.get(run_id)
         assert run is not None
     finally:
         await plane.close()
@@ -230,7 +230,7 @@ async def test_failed_runs_spans_are_errors(exporter: InMemorySpanExporter, pg_u
         runs = {}
         async with plane.cp.store.read() as tx:
             for want, sub in [*subs.items(), ("CANCELLED", queued)]:
-                runs[want] = await tx.get_run(sub.run.id)
+                runs[want] = await tx.runs.get(sub.run.id)
     finally:
         await plane.close()
 

@@ -26,9 +26,9 @@ async def test_claim_queued_filters_by_network(plane: Plane) -> None:
         ids[net] = sub.run.id
     store = plane.cp.store
     async with store.transaction() as tx:
-        egress = [r.id for r in await tx.claim_queued(10, network=True)]
-        internal = [r.id for r in await tx.claim_queued(10, network=False)]
-        anything = [r.id for r in await tx.claim_queued(10)]
+        egress = [r.id for r in await tx.runs.next_queued(10, network=True)]
+        internal = [r.id for r in await tx.runs.next_queued(10, network=False)]
+        anything = [r.id for r in await tx.runs.next_queued(10)]
     assert egress == [ids[True]]
     assert internal == [ids[False]]
     assert sorted(anything) == sorted(ids.values())

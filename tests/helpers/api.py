@@ -12,8 +12,8 @@ import pytest
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
-from server.domain.models import Approval, RunEvent
-from server.store.store import Store
+from server.domain.models import Approval, AuditEntry, RunEvent
+from server.store import Store
 from tests.helpers.client import Client
 
 
@@ -71,17 +71,17 @@ async def cancel(client: Client, run_id: str, reason: str = "") -> rs.CancelRunR
 
 async def stored_events(store: Store, run_id: str) -> list[RunEvent]:
     async with store.read() as tx:
-        return await tx.events_since(run_id, 1, limit=10_000)
+        return await tx.events.since(run_id, 1, limit=10_000)
 
 
 async def stored_approval(store: Store, run_id: str) -> Approval | None:
     async with store.read() as tx:
-        return await tx.get_approval(run_id)
+        return await tx.approvals.get(run_id)
 
 
-async def audit(store: Store, target: str) -> list[dict[str, Any]]:
+async def audit(store: Store, target: str) -> list[AuditEntry]:
     async with store.read() as tx:
-        return await tx.audit_entries(target)
+        return await tx.audit.entries(target)
 
 
 def assert_gapless(events: list[RunEvent], last_seq: int) -> None:

@@ -229,7 +229,7 @@ async def test_executors_list(cli: Cli, plane: Plane) -> None:
     assert (await cli.ok("executors", "list", token=admin)).out.strip() == "no executors registered"
     now = datetime.now(UTC)
     async with plane.cp.store.transaction() as tx:
-        await tx.upsert_executor(ExecutorInfo(id="ex-1", host="host-a", runtime="podman", slots=4,
+        await tx.fleet.register(ExecutorInfo(id="ex-1", host="host-a", runtime="podman", slots=4,
                                               slots_in_use=1, started_at=now, heartbeat_at=now,
                                               stopped_at=None))
     header, row = (await cli.ok("executors", "list", token=admin)).out.splitlines()

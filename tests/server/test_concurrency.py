@@ -97,8 +97,8 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
 
     store = plane.cp.store
     async with store.read() as tx:
-        assert await tx.count("runs") == 2 * n_clients
-        runs = await tx.get_runs(submitted)
+        assert await tx.runs.count() == 2 * n_clients
+        runs = await tx.runs.get_many(submitted)
     approvals_made = 0
     for rid, run in runs.items():
         assert run.state is RunState.QUEUED, (rid, run.state)
@@ -112,7 +112,7 @@ async def test_concurrent_submits_and_approvals(plane: Plane) -> None:
         assert_gapless(events, run.last_seq)
         assert run.last_seq == 2
         assert [e.state for e in events].count(RunState.QUEUED) == 1
-        assert [e["action"] for e in await audit(store, rid)].count(
+        assert [e.action for e in await audit(store, rid)].count(
             "approval.approve"
         ) == a.required
     assert sum(o["ok"] for o in outcomes) == approvals_made == 3 * n_clients
@@ -166,12 +166,12 @@ async def test_idempotent_submits_race_to_one_run(plane: Plane) -> None:
     assert {k: len(v) for k, v in by_key.items()} == dict.fromkeys(keys, 1)
     assert fresh == Counter(dict.fromkeys(keys, 1))
     async with plane.cp.store.read() as tx:
-        assert await tx.count("runs") == len(keys)
-        assert await tx.count("approvals") == len(keys)
+        assert await tx.runs.count() == len(keys)
+        assert await tx.approvals.count() == len(keys)
         for k in keys:
-            run = await tx.find_run_by_idempotency_key("racer", k)
+            run = await tx.runs.find_by_idempotency_key("racer", k)
             assert run is not None and run.last_seq == 1
-            assert len(await tx.events_since(run.id, 1)) == 1
+            assert len(await tx.events.since(run.id, 1)) == 1
 
     # A different request under a used key loses every race without touching the original.
     conflicts = await asyncio.gather(

@@ -17,7 +17,7 @@ async def add(plane: Plane, ex_id: str, *, heartbeat_ago: float, stopped_ago: fl
               slots_in_use: int = 2) -> None:
     now = datetime.now(UTC)
     async with plane.cp.store.transaction() as tx:
-        await tx.upsert_executor(ExecutorInfo(
+        await tx.fleet.register(ExecutorInfo(
             id=ex_id, host="host-a", runtime="podman", slots=4, slots_in_use=slots_in_use,
             started_at=now - timedelta(seconds=heartbeat_ago + 60),
             heartbeat_at=now - timedelta(seconds=heartbeat_ago),
@@ -51,7 +51,7 @@ async def test_executors_are_active_lost_or_stopped_and_old_ones_are_dropped(
         assert got["ex-active"].slots_in_use == 2 and got["ex-lost"].slots_in_use == 0
         assert got["ex-stopped"].HasField("stop_time") and not got["ex-lost"].HasField("stop_time")
         async with plane.cp.store.read() as tx:
-            assert {e.id for e in await tx.list_executors()} == set(got)
+            assert {e.id for e in await tx.fleet.all()} == set(got)
 
         cli = Cli(capsys, plane)
         out = (await cli.ok("executors", "list", token=plane.cp.admin_token)).out.splitlines()

@@ -98,7 +98,7 @@ async def fill(url: str) -> None:
         await reject(bob, (await submit(alice, "crit")).run.id, "no")
         now = datetime.now(UTC)
         async with plane.cp.store.transaction() as tx:
-            await tx.upsert_executor(
+            await tx.fleet.register(
                 ExecutorInfo(
                     id="ex-1",
                     host="h",

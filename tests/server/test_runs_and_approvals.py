@@ -229,7 +229,7 @@ async def test_expiry_after_ttl(db_url: str) -> None:
             (RunState.PENDING_APPROVAL, "alice"),
             (RunState.EXPIRED, "system"),
         ]
-        assert [e["action"] for e in await audit(plane.cp.store, run.id)] == [
+        assert [e.action for e in await audit(plane.cp.store, run.id)] == [
             "run.submit",
             "approval.expire",
         ]
@@ -297,8 +297,8 @@ async def test_idempotent_submit(world: World) -> None:
     assert original.input_json == '{"text":"a"}'
     assert original.state == rp.RUN_STATE_PENDING_APPROVAL and original.last_sequence == 1
     async with store.read() as tx:
-        assert await tx.count("runs") == 1
-        assert await tx.count("approvals") == 1
+        assert await tx.runs.count() == 1
+        assert await tx.approvals.count() == 1
     # Keys are per submitter: another owner may use the same key for its own run.
     other = await submit(world.dave_submitter, "risky", text="b", idempotency_key="order-42")
     assert not other.deduplicated and other.run.id != first.run.id
@@ -319,18 +319,9 @@ async def test_cancel_in_pending_queued_and_running(world: World) -> None:
     running = (await submit(world.alice)).run
     now = world.plane.cp.clock()
     async with store.transaction() as tx:
-        r = await tx.get_run(running.id, lock=True)
+        r = await tx.runs.get(running.id, lock=True)
         assert r is not None
-        await tx.transition(
-            r,
-            RunState.RUNNING,
-            reason="leased",
-            actor="executor-x",
-            now=now,
-            attempt=1,
-            lease_owner="x",
-            lease_expires_at=now + timedelta(seconds=30),
-        )
+        await tx.runs.lease(r, executor_id="x", until=now + timedelta(seconds=30), now=now)
     got = (await cancel(world.alice, running.id, "stop")).run
     assert got.state == rp.RUN_STATE_RUNNING and got.cancel_requested
     # Asking again while the executor has not yet stopped it is harmless.
@@ -344,7 +335,7 @@ async def test_cancel_in_pending_queued_and_running(world: World) -> None:
     for rid in (pending.id, queued.id):
         events = await stored_events(store, rid)
         assert events[-1].state is RunState.CANCELLED
-        actions = [e["action"] for e in await audit(store, rid)]
+        actions = [e.action for e in await audit(store, rid)]
         assert actions == ["run.submit", "run.cancel"]
 
 
@@ -358,19 +349,10 @@ async def test_cancel_refused_in_terminal_states(world: World) -> None:
     runs["succeeded"] = (await submit(world.alice)).run.id
     now = world.plane.cp.clock()
     async with store.transaction() as tx:
-        r = await tx.get_run(runs["succeeded"], lock=True)
+        r = await tx.runs.get(runs["succeeded"], lock=True)
         assert r is not None
-        r = await tx.transition(
-            r,
-            RunState.RUNNING,
-            reason="leased",
-            actor="x",
-            now=now,
-            attempt=1,
-            lease_owner="x",
-            lease_expires_at=now + timedelta(seconds=30),
-        )
-        await tx.transition(r, RunState.SUCCEEDED, reason="exit 0", actor="x", now=now)
+        r = await tx.runs.lease(r, executor_id="x", until=now + timedelta(seconds=30), now=now)
+        await tx.runs.transition(r, RunState.SUCCEEDED, reason="exit 0", actor="x", now=now)
     for what, rid in runs.items():
         before = await get_run(world.alice, rid)
         err = await expect_code(cancel(world.alice, rid), Code.FAILED_PRECONDITION)
@@ -438,7 +420,7 @@ async def test_watch_run_waits_for_future_sequence(world: World) -> None:
 async def test_audit_log_covers_registry_and_decisions(world: World) -> None:
     store = world.plane.cp.store
     register_rows = await audit(store, "echo@1.0.0")
-    assert [(r["action"], r["actor"]) for r in register_rows] == [
+    assert [(r.action, r.actor) for r in register_rows] == [
         ("agent.version.register", "admin")
     ]
     await world.admin.registry.DeprecateAgentVersion(
@@ -446,8 +428,8 @@ async def test_audit_log_covers_registry_and_decisions(world: World) -> None:
         metadata=world.admin.md,
     )
     rows = await audit(store, "echo@1.0.0")
-    assert [r["action"] for r in rows] == ["agent.version.register", "agent.version.deprecate"]
-    assert rows[1]["details"] == {"reason": "old"}
+    assert [r.action for r in rows] == ["agent.version.register", "agent.version.deprecate"]
+    assert rows[1].details == {"reason": "old"}
 
     approved = (await submit(world.alice, "crit")).run
     await approve(world.bob, approved.id, "ok 1")
@@ -455,22 +437,22 @@ async def test_audit_log_covers_registry_and_decisions(world: World) -> None:
     rejected = (await submit(world.alice, "risky")).run
     await reject(world.bob, rejected.id, "too broad")
     rows = await audit(store, approved.id)
-    assert [(r["action"], r["actor"]) for r in rows] == [
+    assert [(r.action, r.actor) for r in rows] == [
         ("run.submit", "alice"),
         ("approval.approve", "bob"),
         ("approval.approve", "carol"),
     ]
-    assert [r["details"].get("reason") for r in rows[1:]] == ["ok 1", "ok 2"]
-    assert all(r["at"] is not None for r in rows)
+    assert [r.details.get("reason") for r in rows[1:]] == ["ok 1", "ok 2"]
+    assert all(r.at is not None for r in rows)
     rows = await audit(store, rejected.id)
-    assert [(r["action"], r["actor"], r["details"].get("reason")) for r in rows] == [
+    assert [(r.action, r.actor, r.details.get("reason")) for r in rows] == [
         ("run.submit", "alice", None),
         ("approval.reject", "bob", "too broad"),
     ]
 
     key = await world.admin.admin.ListApiKeys(adm.ListApiKeysRequest(), metadata=world.admin.md)
     bob_key = next(k for k in key.keys if k.owner == "bob")
-    assert [r["action"] for r in await audit(store, bob_key.id)] == ["key.create"]
+    assert [r.action for r in await audit(store, bob_key.id)] == ["key.create"]
 
 
 async def test_list_pagination_walks_every_page(world: World) -> None:

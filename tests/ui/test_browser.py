@@ -288,7 +288,7 @@ async def test_screens_bundle_size_and_first_load(tab: Tab, pg_plane: Plane) -> 
         await submit(alice, f"request {i}")
     now = datetime.now(UTC)
     async with pg_plane.cp.store.transaction() as tx:
-        await tx.upsert_executor(ExecutorInfo(
+        await tx.fleet.register(ExecutorInfo(
             id="exec-1", host="worker-1", runtime="podman", slots=4, slots_in_use=1,
             started_at=now, heartbeat_at=now, stopped_at=None))
 
