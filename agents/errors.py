@@ -4,7 +4,8 @@ They live at the bottom layer, beside the author kit, because every process rais
 the control plane (``server.domain.errors`` adds the concrete errors), the executor and its
 runtimes (``RuntimeUnavailable``, ``MissingSecret``), and the Dagger CI module, which loads
 only ``agents/`` and ``executor/``. They know nothing of gRPC: ``server.transport.errors``
-maps groups to codes.
+maps groups to codes. ``ConfigError`` is the one error that never crosses the wire: a process
+(``airlock serve``, ``executor``, ``relay``, ``dev``) cannot start as configured.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AirlockError",
     "AlreadyExists",
+    "ConfigError",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -68,3 +70,11 @@ class ResourceExhausted(AirlockError):
 
 class Unavailable(AirlockError):
     """A dependency is down; retrying later may work."""
+
+
+# --- process start-up (never sent to a caller over the API) -----------------------------------
+
+
+class ConfigError(AirlockError):
+    """A process cannot start as configured; each line of the message names the setting
+    (``AIRLOCK_NATS_STREAM: ...``). The ``airlock`` command exits with status 3."""

@@ -1,1 +1,1 @@
-"""Generated protobuf code (package airlock.v1)."""
+"""Airlock's command line (``airlock.cli``) and the generated protobuf code (``airlock.v1``)."""

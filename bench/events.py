@@ -1,7 +1,7 @@
 """Events benchmark: state-change commit to NATS subscriber, and backlog drain after an outage.
 
 Real parts: a fresh PostgreSQL database, the shared NATS JetStream server, and the relay in
-its own process (``python -m executor.relay``) as deployed. This process changes run states
+its own process (``airlock relay``) as deployed. This process changes run states
 through the real services (submit a low-risk run, cancel it: two events per run); a child
 process subscribes to the stream. Latency is from the moment the state-changing call returned
 (its transaction committed) to the subscriber's receipt (wall clocks of one host). Also shown:
@@ -171,7 +171,7 @@ def executor_process(db_url: str, slots: int, tag: str) -> Iterator[subprocess.P
            "AIRLOCK_RUNTIME": "podman", "AIRLOCK_SLOTS": str(slots),
            "AIRLOCK_EXECUTOR_ID": f"bench-events-{tag}", "AIRLOCK_HEARTBEAT_SECONDS": "1",
            "AIRLOCK_POLL_SECONDS": "0.5", "AIRLOCK_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "executor.main"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO, env=env,
                             stdout=sys.stderr, stderr=sys.stderr)
     try:
         yield proc
@@ -230,7 +230,7 @@ def relay_process(db_url: str, stream: str, prefix: str) -> Iterator[subprocess.
            "AIRLOCK_NATS_URL": NATS_URL, "AIRLOCK_NATS_STREAM": stream,
            "AIRLOCK_NATS_SUBJECT_PREFIX": prefix, "AIRLOCK_NATS_STREAM_STORAGE": "file",
            "AIRLOCK_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "executor.relay"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "relay"], cwd=REPO, env=env,
                             stdout=sys.stderr, stderr=sys.stderr)
     try:
         yield proc

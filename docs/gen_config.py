@@ -38,12 +38,14 @@ class Source:
 
 
 SOURCES = (
+    Source("server.settings", "CommonSettings", "Every process",
+           "every process below (`airlock serve`, `executor`, `relay`, `dev`)"),
     Source("server.settings", "ServerSettings", "Control plane",
            "`airlock serve`, and the control-plane half of `airlock dev`"),
     Source("executor.settings", "ExecutorSettings", "Executor",
            "`airlock executor`, and the executor half of `airlock dev`"),
-    Source("executor.relay", "RelaySettings", "Events relay",
-           "`airlock relay` (`python -m executor.relay`)", required=False),
+    Source("executor.settings", "RelaySettings", "Events relay",
+           "`airlock relay`, and `airlock executor` with `AIRLOCK_RELAY_EVENTS=true`"),
 )
 
 # Variables read outside the settings classes: fixed text, kept here so the whole page is
@@ -203,11 +205,19 @@ def env_name(cls: Any, name: str, field: Any) -> str:
     return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
 
 
-def section(source: Source, cls: Any) -> str:
+def section(source: Source, cls: Any, documented: list[Any]) -> str:
+    """One table of ``cls``'s fields; those it inherits from a class documented above are
+    only named (they are that class's, with the same meaning)."""
+    bases = [b for b in cls.__mro__[1:] if b in documented]
+    inherited = {name for b in bases for name in b.model_fields}
     lines = [f"## {source.title}: `{source.cls}`", "",
-             f"Read by {source.used_by}; defined in `{source.module.replace('.', '/')}.py`.", "",
-             "| Variable | Type | Default | Description |", "| --- | --- | --- | --- |"]
+             f"Read by {source.used_by}; defined in `{source.module.replace('.', '/')}.py`."]
+    for b in bases:
+        lines.append(f"Also reads the variables of `{b.__name__}` above.")
+    lines += ["", "| Variable | Type | Default | Description |", "| --- | --- | --- | --- |"]
     for name, field in cls.model_fields.items():
+        if name in inherited:
+            continue
         kind = type_text(field.annotation)
         limits = constraints_text(field.metadata)
         if limits:
@@ -221,6 +231,7 @@ def section(source: Source, cls: Any) -> str:
 def render() -> str:
     parts = [HEADER]
     missing = []
+    documented: list[Any] = []
     for source in SOURCES:
         try:
             cls = getattr(importlib.import_module(source.module), source.cls)
@@ -229,7 +240,8 @@ def render() -> str:
                 raise
             missing.append(source)
             continue
-        parts.append(section(source, cls))
+        parts.append(section(source, cls, documented))
+        documented.append(cls)
     for source in missing:
         parts.append(f"## {source.title}\n\n`{source.module}.{source.cls}` is not available in "
                      f"this version.\n")

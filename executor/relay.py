@@ -18,7 +18,8 @@ Guarantees, each kept in one place:
 - promptness: the relay wakes on the ``airlock_run_events`` notification (LISTEN/NOTIFY on
   PostgreSQL) and polls only as a fallback; when behind, it publishes full batches back to back.
 
-Run it alone with ``python -m executor.relay``; :func:`run_relay` is the entry for the CLI.
+``airlock relay`` runs it alone (:func:`run_relay`); ``AIRLOCK_RELAY_EVENTS`` runs it inside an
+executor process. Its settings are ``executor.settings.RelaySettings``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from agents.errors import ConfigError
+from executor.process import open_store
+from executor.settings import RelaySettings
 from server.domain.models import RunEvent
 from server.services.clock import Clock, utcnow
 from server.store import Store
@@ -42,65 +43,7 @@ from server.transport import event_codec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Relay", "RelaySettings", "main", "run_relay"]
-
-
-class RelaySettings(BaseSettings):
-    """Settings of the events relay (``python -m executor.relay``, ``airlock relay``)."""
-
-    model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
-
-    database_url: SecretStr = Field(default=SecretStr("sqlite:///airlock-data/airlock.db"),
-                                    description="the control plane's database (the outbox)")
-    nats_url: SecretStr = Field(default=SecretStr("nats://127.0.0.1:4222"),
-                                description="NATS server(s), comma-separated; may hold credentials")
-    nats_stream: str = Field(default="AIRLOCK_RUNS", pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                             description="JetStream stream (created if missing)")
-    nats_subject_prefix: str = Field(
-        default=event_codec.DEFAULT_SUBJECT_PREFIX,
-        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
-        description="subjects are <prefix>.<agent>.<state>; the stream takes <prefix>.>")
-    nats_stream_retention: Literal["limits", "interest", "workqueue"] = Field(
-        default="limits", description="JetStream retention policy (fixed at creation)")
-    nats_stream_storage: Literal["file", "memory"] = Field(default="file",
-                                                           description="stream storage")
-    nats_stream_replicas: int = Field(default=1, ge=1, le=5, description="stream replicas")
-    nats_stream_max_age_seconds: float = Field(default=7 * 86400, ge=0,
-                                               description="drop events older than this (0: never)")
-    nats_stream_max_bytes: int = Field(default=-1, ge=-1, description="stream size cap (-1: none)")
-    nats_duplicate_window_seconds: float = Field(
-        default=120.0, gt=0,
-        description="JetStream drops a repeated Nats-Msg-Id within this window")
-    relay_batch_size: int = Field(default=256, ge=1, le=10_000,
-                                  description="events read and published per batch")
-    relay_poll_seconds: float = Field(default=5.0, gt=0, le=300,
-                                      description="fallback poll when no notification arrives")
-    relay_ack_timeout_seconds: float = Field(default=5.0, gt=0, le=120,
-                                             description="wait for one JetStream ack")
-    relay_backoff_max_seconds: float = Field(default=5.0, gt=0, le=300,
-                                             description="longest pause between failed attempts")
-    otlp_endpoint: str | None = Field(default=None,
-                                      description="OTLP/HTTP endpoint (traces, metrics)")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-
-    @field_validator("nats_url")
-    @classmethod
-    def _nats(cls, v: SecretStr) -> SecretStr:
-        for url in v.get_secret_value().split(","):
-            if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
-                raise ValueError("must be nats://host:port (comma-separated for several)")
-        return v
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, v: str) -> str:
-        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return v.upper()
-
-    @property
-    def servers(self) -> list[str]:
-        return [u.strip() for u in self.nats_url.get_secret_value().split(",")]
+__all__ = ["BatchResult", "Relay", "run_relay"]
 
 
 @dataclass
@@ -218,7 +161,7 @@ class Relay:
             return
         cfg = info.config
         if wanted not in (cfg.subjects or []):
-            raise RuntimeError(
+            raise ConfigError(
                 f"AIRLOCK_NATS_STREAM: stream {s.nats_stream!r} exists with subjects "
                 f"{cfg.subjects}, not {wanted!r}; choose another stream or subject prefix")
         changes: dict[str, Any] = {}
@@ -344,9 +287,9 @@ class Relay:
                     await self.ensure_stream()
                 except asyncio.CancelledError:
                     raise
+                except ConfigError:
+                    raise  # retrying will not fix it
                 except Exception as e:
-                    if isinstance(e, RuntimeError) and str(e).startswith("AIRLOCK_"):
-                        raise  # a configuration error: retrying will not fix it
                     await self._failed(stop, f"stream check failed ({type(e).__name__}: {e})")
                     continue
                 await self._pump(stop)
@@ -401,8 +344,9 @@ class Relay:
 
 
 async def run_relay(settings: RelaySettings, stop: asyncio.Event) -> None:
-    """Run one relay process against the configured database until ``stop`` is set."""
-    from executor.main import open_store
+    """Run one relay against the configured database until ``stop`` is set.
+
+    ``ConfigError`` when the stream exists with other subjects."""
     from server.telemetry import setup_telemetry
 
     handles = setup_telemetry("airlock-relay", settings.otlp_endpoint)
@@ -419,38 +363,3 @@ async def run_relay(settings: RelaySettings, stop: asyncio.Event) -> None:
             h.shutdown()
         log.info("relay stopped after %.0fs: %d events published", time.monotonic() - started,
                  relay.published)
-
-
-def main() -> int:
-    """Entry for ``python -m executor.relay``. Exit 2 on a bad setting (named)."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    try:
-        settings = RelaySettings()
-    except (ValidationError, SettingsError) as e:
-        from server.cli import settings_errors
-
-        print(f"airlock relay: bad configuration\n{settings_errors(e, 'AIRLOCK_')}", flush=True)
-        return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from executor.main import install_signal_handlers
-
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        await run_relay(settings, stop)
-
-    try:
-        asyncio.run(go())
-    except RuntimeError as e:
-        if str(e).startswith("AIRLOCK_"):
-            print(f"airlock relay: {e}", flush=True)
-            return 2
-        raise
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,7 +13,7 @@ npm --prefix ui run --silent lint:proto   # buf pinned in ui/package.json
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
-.venv/bin/mypy server executor agents
+.venv/bin/mypy server executor agents airlock/cli
 
 echo "== pytest" >&2
 set +e

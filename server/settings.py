@@ -1,4 +1,10 @@
-"""Control-plane settings: environment variables with the ``AIRLOCK_`` prefix, validated once."""
+"""Settings: environment variables with the ``AIRLOCK_`` prefix, validated once at start-up.
+
+``CommonSettings`` holds what every process reads the same way (the database, logging,
+telemetry); ``ServerSettings`` here, and ``ExecutorSettings`` and ``RelaySettings`` in
+``executor.settings``, add their own fields to it. One environment serves every process:
+variables a process does not use are ignored.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,45 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-class ServerSettings(BaseSettings):
-    """Settings of ``airlock serve`` (and the control-plane part of ``airlock dev``)."""
+
+class CommonSettings(BaseSettings):
+    """The fields every Airlock process shares, with one validator each."""
 
     model_config = SettingsConfigDict(env_prefix="AIRLOCK_", extra="ignore")
 
     database_url: SecretStr = Field(
         default=SecretStr("sqlite:///airlock-data/airlock.db"),
-        description="postgresql://user@host:5432/db or sqlite:///path/to/file.db",
+        description="the control plane's database: postgresql://user@host:5432/db or "
+                    "sqlite:///path/to/file.db",
     )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR "
+                           "(any case)")
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="json: one object per line with run_id and trace_id; or text")
+    otlp_endpoint: str | None = Field(default=None,
+                                      description="OTLP/HTTP endpoint for traces and metrics")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in LOG_LEVELS:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: SecretStr) -> SecretStr:
+        s = v.get_secret_value()
+        if not (s.startswith("postgresql") or s.startswith("sqlite")):
+            raise ValueError("must start with postgresql:// or sqlite://")
+        return v
+
+
+class ServerSettings(CommonSettings):
+    """Settings of ``airlock serve`` (and the control-plane part of ``airlock dev``)."""
+
     db_pool_size: int = Field(default=20, ge=1, le=500,
                               description="PostgreSQL connections this process keeps at most")
     grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
@@ -45,11 +80,6 @@ class ServerSettings(BaseSettings):
     admin_token_file: Path | None = Field(
         default=None, description="where the first admin key is written (0600) at first start")
     migrate_on_start: bool = Field(default=True, description="apply migrations at start-up")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-    log_format: str = Field(default="json", pattern="^(json|text)$",
-                            description="json: one object per line with run_id and trace_id; or text")
-    otlp_endpoint: str | None = Field(default=None,
-                                      description="OTLP/HTTP endpoint for traces and metrics")
     nats_url: SecretStr | None = Field(
         default=None, description="NATS server(s), comma-separated, for runs submitted by NATS "
         "request; unset: no NATS (events still stream over gRPC from the database)")
@@ -63,19 +93,4 @@ class ServerSettings(BaseSettings):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be host:port")
-        return v
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, v: str) -> str:
-        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return v.upper()
-
-    @field_validator("database_url")
-    @classmethod
-    def _db(cls, v: SecretStr) -> SecretStr:
-        s = v.get_secret_value()
-        if not (s.startswith("postgresql") or s.startswith("sqlite")):
-            raise ValueError("must start with postgresql:// or sqlite://")
         return v

@@ -10,7 +10,8 @@ from server.domain import errors as e
 
 log = logging.getLogger(__name__)
 
-# Most specific first; every AirlockError subclass falls under one of these groups.
+# Most specific first; every AirlockError a service raises falls under one of these groups
+# (ConfigError and the CLI's errors stop a local process and never reach a caller).
 CODES: list[tuple[type[e.AirlockError], grpc.StatusCode]] = [
     (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (e.NotFound, grpc.StatusCode.NOT_FOUND),

@@ -22,7 +22,6 @@ from server.transport import convert
 SCHEMA_VERSION = 1
 SCHEMA = f"airlock.v1.RunEventPayload/{SCHEMA_VERSION}"
 CONTENT_TYPE = "application/json"
-DEFAULT_SUBJECT_PREFIX = "airlock.runs"
 
 # Header names (NATS headers are case-sensitive; these are the exact spellings we send).
 MSG_ID = "Nats-Msg-Id"

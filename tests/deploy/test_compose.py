@@ -234,7 +234,7 @@ def test_containerfile() -> None:
 
 
 def test_compose_commands_exist_in_the_cli(services: dict[str, dict[str, Any]]) -> None:
-    from server.cli import build_parser
+    from airlock.cli import build_parser
 
     for name, svc in services.items():
         if svc.get("image") != "airlock:local":

@@ -359,9 +359,10 @@ async def test_run_agent_renders_what_the_executor_renders(
     """Past the image, the module's exec and the runtime's exec are the same query."""
     session = AgentSession(schema, TEXT_TRANSFORM)
     client = fake_client(session)
+    manifest = load_manifest(TEXT_TRANSFORM)
+    limits, _ = main.resolve_limits(None, manifest.limits.default, manifest.limits.max)
     spec = main.RunSpec(run_id="run-1", attempt=1, image="x", capability="uppercase",
-                        input={"text": "hi"}, limits=main.resolve_local_limits(
-                            load_manifest(TEXT_TRANSFORM), memory_mib=None, timeout_seconds=None))
+                        input={"text": "hi"}, limits=limits)
 
     async def render(**where: Any) -> str:
         ctr = dagger_pipeline.agent_container(client, spec, input_json=run_request_json(spec),

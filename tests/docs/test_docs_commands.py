@@ -21,7 +21,7 @@ the rest is sample output). The block's first line is a marker comment:
       and ``AIRLOCK_TOKEN`` are set, and the docs' example values (``<the admin token>``,
       ``127.0.0.1:50051``, a run id, a key id) are replaced by live ones (``EXAMPLES``).
     - ``PostgreSQL and NATS``: a fresh migrated database and the suite's NATS replace the
-      compose host names; a block ending in a service (``python -m executor.relay``) is
+      compose host names; a block ending in a service (``airlock relay``) is
       started, must log that it is ready, and must stop cleanly on SIGTERM.
 
     A block whose needs name Docker, a Dagger engine, a registry (package registries, the
@@ -31,7 +31,7 @@ the rest is sample output). The block's first line is a marker comment:
     commands are still parsed.
 
 A block without a marker fails this test. Independently of the marker, every
-``airlock …`` command in a block is parsed by the real CLI parser (``server.cli.build_parser``):
+``airlock …`` command in a block is parsed by the real CLI parser (``airlock.cli.build_parser``):
 a subcommand, option or choice the CLI does not have fails.
 """
 
@@ -148,7 +148,7 @@ def provided(block: Block) -> list[str] | None:
 
 RUN_HERE = [b for b in NEEDING if provided(b) is not None]
 # Blocks ending in a service that runs until stopped: (command pattern, line it logs when ready).
-SERVICES = [(re.compile(r"python -m executor\.relay\s*$"), "relay connected to NATS")]
+SERVICES = [(re.compile(r"airlock relay\s*$"), "relay connected to NATS")]
 
 
 def test_the_docs_have_commands() -> None:
@@ -281,7 +281,7 @@ def test_docs_show_airlock_commands() -> None:
 @pytest.mark.parametrize(("block", "argv"), AIRLOCK_COMMANDS,
                          ids=[f"{b.id}:{' '.join(a[:2])}" for b, a in AIRLOCK_COMMANDS])
 def test_airlock_command_exists(block: Block, argv: list[str]) -> None:
-    from server.cli import build_parser
+    from airlock.cli import build_parser
 
     parser = build_parser()
     err = io.StringIO()

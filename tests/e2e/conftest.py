@@ -12,7 +12,7 @@ import pytest
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
 from airlock.v1.run_pb2 import RunState
-from executor.main import open_store
+from executor.process import open_store
 from executor.runtime.podman import PodmanRuntime
 from executor.settings import ExecutorSettings
 from executor.worker import Executor

@@ -25,11 +25,11 @@ pytestmark = [pytest.mark.podman, pytest.mark.postgres, pytest.mark.slow]
 
 @contextmanager
 def executor_process(url: str, executor_id: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``python -m executor.main`` process (its own interpreter, store and LISTEN)."""
+    """A real ``airlock executor`` process (its own interpreter, store and LISTEN)."""
     full = {**os.environ, "AIRLOCK_DATABASE_URL": url, "AIRLOCK_EXECUTOR_ID": executor_id,
             "AIRLOCK_RUNTIME": "podman", "AIRLOCK_HEARTBEAT_SECONDS": "1",
             "AIRLOCK_POLL_SECONDS": "1", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "executor.main"], cwd=REPO, env=full,
+    proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO, env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield proc

@@ -40,7 +40,7 @@ def executor_process(url: str, executor_id: str, log: Path, **env: str) -> Itera
             "AIRLOCK_RUNTIME": "podman", "AIRLOCK_HEARTBEAT_SECONDS": "1",
             "AIRLOCK_POLL_SECONDS": "1", "AIRLOCK_LOG_FORMAT": "text", **env}
     with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "executor"], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO,
                                 env=full, stdout=sink, stderr=sink)
     try:
         yield proc

@@ -25,8 +25,9 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from executor.main import open_store
-from executor.relay import Relay, RelaySettings
+from executor.process import open_store
+from executor.relay import Relay
+from executor.settings import RelaySettings
 from server.store import Store
 from server.transport import event_codec
 from tests.conftest import Plane, manifest_text

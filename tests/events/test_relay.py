@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from agents.errors import ConfigError
 from airlock.v1 import run_pb2 as rp
 from executor.relay import Relay
 from server.domain.models import RunEvent
@@ -175,7 +176,7 @@ async def test_existing_stream_with_other_subjects_is_refused(pg_url: str, nats_
     store, _ = await _store(pg_url)
     try:
         relay = Relay(relay_settings(pg_url, nats_url, names), store)
-        with pytest.raises(RuntimeError, match="AIRLOCK_NATS_STREAM"):
+        with pytest.raises(ConfigError, match=r"^AIRLOCK_NATS_STREAM: "):
             await asyncio.wait_for(relay.run(asyncio.Event()), 20)
     finally:
         await store.dispose()
@@ -212,8 +213,8 @@ def test_bad_setting_stops_the_relay_naming_it() -> None:
     from tests.conftest import REPO
 
     env = {**os.environ, "AIRLOCK_NATS_URL": "http://nats:4222", "AIRLOCK_RELAY_BATCH_SIZE": "0"}
-    proc = subprocess.run([sys.executable, "-m", "executor.relay"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "airlock.cli", "relay"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "AIRLOCK_NATS_URL: must be nats://host:port" in proc.stdout
-    assert "AIRLOCK_RELAY_BATCH_SIZE:" in proc.stdout
+    assert proc.returncode == 3  # the CLI's status for configuration errors, as every process
+    assert "configuration error: AIRLOCK_NATS_URL: must be nats://host:port" in proc.stderr
+    assert "configuration error: AIRLOCK_RELAY_BATCH_SIZE:" in proc.stderr

@@ -133,7 +133,7 @@ async def test_nats_outage_loses_nothing(pg_plane: Plane, own_nats: NatsServer) 
 def relay_process(settings_env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, **settings_env, "PYTHONPATH": str(REPO)}
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "executor.relay"], cwd=REPO, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "relay"], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc

@@ -15,6 +15,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from airlock.cli import build_parser
 from airlock.v1 import run_pb2
 from airlock.v1 import run_service_pb2 as rs
 from executor.runtime import registry
@@ -23,7 +24,6 @@ from executor.runtime.podman import PodmanSettings
 from executor.runtime.registry import AUTO_ORDER, RUNTIMES, resolve_runtime, runtime_names
 from executor.settings import ExecutorSettings
 from executor.worker import Executor
-from server.cli import build_parser
 from tests.conftest import manifest_text, start_plane
 from tests.helpers.api import get_run, register, submit
 from tests.helpers.db import SqliteTemplates

@@ -120,7 +120,7 @@ def test_executor_refuses_to_start_naming_catatonit(podman_runtime: PodmanRuntim
     env = dict(os.environ, PATH=f"{script.parent}{os.pathsep}{os.environ['PATH']}",
                AIRLOCK_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}", AIRLOCK_RUNTIME="podman",
                AIRLOCK_LOG_FORMAT="text")
-    r = subprocess.run([sys.executable, "-m", "server.cli", "executor"], env=env, cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-m", "airlock.cli", "executor"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
     assert MISSING_INIT in r.stderr and "catatonit" in r.stderr, r.stderr[-2000:]

@@ -41,7 +41,7 @@ def executor(url: str, executor_id: str, **env: str) -> subprocess.Popen[str]:
     """The real ``airlock executor`` command, as an operator starts it."""
     full = {**os.environ, "AIRLOCK_DATABASE_URL": url, "AIRLOCK_EXECUTOR_ID": executor_id,
             "AIRLOCK_RUNTIME": "podman", "AIRLOCK_LOG_FORMAT": "text", **env}
-    return subprocess.Popen([sys.executable, "-m", "server.cli", "executor"], cwd=REPO, env=full,
+    return subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO, env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

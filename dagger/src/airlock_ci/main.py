@@ -26,7 +26,6 @@ the production executors, whose engine has no route out (docs/deployment.md).
 """
 
 import json
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -35,8 +34,9 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
 from agents.build import default_tag
-from agents.cli import resolve_local_limits
+from agents.ids import new_run_id
 from agents.inputs import InputMismatch, check_input
+from agents.limits import resolve_limits
 from agents.manifest import Capability, Manifest, ManifestError, load_manifest_text
 from executor.results import Outcome, interpret
 from executor.runtime.base import RunSpec
@@ -58,7 +58,6 @@ SOURCE_IGNORE = [
     ".git", "**/__pycache__", "**/*.pyc", ".venv", "**/node_modules", "dagger/sdk",
     "airlock-data", "*.egg-info", ".hypothesis", ".mypy_cache", ".pytest_cache", ".ruff_cache",
 ]
-_RUN_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 class AgentSourceError(ValueError):
@@ -110,10 +109,6 @@ def parse_input(manifest: Manifest, capability: str, text: str) -> tuple[Capabil
     return cap, payload
 
 
-def new_run_id() -> str:
-    return "run_" + "".join(secrets.choice(_RUN_ID_ALPHABET) for _ in range(26))
-
-
 def outcome_document(outcome: Outcome) -> dict[str, Any]:
     """The outcome as ``airlock agent run-local --json`` prints it."""
     return {
@@ -137,7 +132,7 @@ async def run_agent_outcome(
     """Build the agent and run one capability the way the executor's Dagger runtime does."""
     manifest = await read_manifest(source)
     cap, payload = parse_input(manifest, capability, input_text)
-    limits = resolve_local_limits(manifest, memory_mib=None, timeout_seconds=None)
+    limits, _ = resolve_limits(None, manifest.limits.default, manifest.limits.max)
     runtime = runtime or DaggerRuntime()
     spec = RunSpec(
         run_id=new_run_id(), attempt=1, image=manifest.image or default_tag(manifest),

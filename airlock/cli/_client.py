@@ -9,18 +9,27 @@ Where to connect and as whom comes from the command line or the environment::
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from airlock.cli._framework import CliError
 from airlock.v1 import admin_service_pb2_grpc as admin_grpc
 from airlock.v1 import approval_service_pb2_grpc as approval_grpc
 from airlock.v1 import registry_service_pb2_grpc as registry_grpc
 from airlock.v1 import run_service_pb2_grpc as run_grpc
+
+__all__ = [
+    "DEFAULT_ADDRESS", "ENV_ADDRESS", "ENV_TLS_CA", "ENV_TOKEN", "ApiClient", "ClientConfigError",
+    "Connection", "call", "connect",
+]
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 ENV_ADDRESS = "AIRLOCK_ADDRESS"
@@ -30,9 +39,10 @@ ENV_TLS_CA = "AIRLOCK_TLS_CA"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 Metadata = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 
-class ClientConfigError(Exception):
+class ClientConfigError(CliError):
     """Raised when the connection settings are missing or unusable (no token, bad CA file)."""
 
 
@@ -111,3 +121,14 @@ class ApiClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def connect(ns: argparse.Namespace) -> ApiClient:
+    """A client for the control plane from the command line and the environment."""
+    conn = Connection.resolve(address=ns.address, token=ns.token, tls_ca=ns.tls_ca)
+    return ApiClient(conn)
+
+
+async def call(api: ApiClient, method: Callable[..., Awaitable[T]], request: Message) -> T:
+    """One unary RPC with the key's metadata and the client's deadline."""
+    return await method(request, metadata=api.metadata, timeout=api.timeout)

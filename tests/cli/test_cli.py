@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from airlock.cli import main
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import run_service_pb2 as rs
-from server.cli import main
 from server.domain.models import ExecutorInfo
 from tests.conftest import REPO, Plane, manifest_text
 from tests.helpers.requirements import require
@@ -276,7 +276,7 @@ async def test_errors_are_one_line_with_the_code(cli: Cli, plane: Plane,
 
 def test_help_and_startup_failure_in_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "server.cli", "--help"], cwd=tmp_path, env=env,
+    r = subprocess.run([sys.executable, "-m", "airlock.cli", "--help"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for command in ("serve", "migrate", "keys", "agents", "runs", "approvals", "executors",
@@ -285,7 +285,7 @@ def test_help_and_startup_failure_in_a_subprocess(tmp_path: Path) -> None:
 
     env |= {"AIRLOCK_GRPC_LISTEN": "nonsense",
             "AIRLOCK_DATABASE_URL": f"sqlite:///{tmp_path}/never.db"}
-    r = subprocess.run([sys.executable, "-m", "server.cli", "serve"], cwd=tmp_path, env=env,
+    r = subprocess.run([sys.executable, "-m", "airlock.cli", "serve"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 3, r.stderr
     assert r.stderr.strip() == "configuration error: AIRLOCK_GRPC_LISTEN: must be host:port"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agents.manifest import Risk
+from airlock.cli.runs import print_result
 from airlock.v1 import run_pb2
 from airlock.v1 import run_service_pb2 as rs
-from server.cli import _print_result
 from server.domain.policy import Policy
 from tests.conftest import REPO
 
@@ -32,7 +32,7 @@ def serve(tmp_path: Path, **env: str) -> tuple[str, list[dict]]:
     for key in ("AIRLOCK_ADMIN_TOKEN_FILE", "AIRLOCK_POLICY_FILE"):
         if key not in env:
             full.pop(key, None)
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=full,
+    proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "serve"], cwd=REPO, env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = []
@@ -108,7 +108,7 @@ def test_result_error_line_has_no_placeholder_dash(code: str, message: str, line
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     res = rs.GetRunResultResponse(run=run_pb2.Run(id="run_x", state=run_pb2.RUN_STATE_FAILED),
                                   error_code=code, error_message=message)
-    _print_result(res, tail=0)
+    print_result(res, tail=0)
     out = capsys.readouterr().out.splitlines()
     assert line in out, out
     assert not any(": -" in ln or "error: -" in ln for ln in out), out

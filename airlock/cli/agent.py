@@ -1,10 +1,9 @@
 """``airlock agent …``: the agent author's commands (validate, build, run-local, register).
 
-This module is part of ``agents/``, which agent images install, so at module level it imports
-only ``agents`` and the standard library. ``run-local`` needs the executor's sandbox runtimes
-and ``register`` the control-plane client: both import them inside the command function. That
-is acceptable because these commands run on the author's machine with the whole ``airlock``
-distribution installed, never inside an agent image.
+They work on an agent folder (``agent.yaml``, Containerfile, code) on the author's machine;
+``run-local`` gives the run the control plane's limits, input check and run id shape
+(``agents.limits``, ``agents.inputs``, ``agents.ids``) and the executor's sandbox runtimes
+and result checks.
 """
 
 from __future__ import annotations
@@ -18,38 +17,17 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.build import default_tag
+from agents.ids import new_run_id
 from agents.inputs import InputMismatch, check_input
 from agents.limits import DEFAULT_LIMITS, Limits, LimitsRefused, resolve_limits
 from agents.manifest import SECRET_RE, Manifest, ManifestError, load_manifest
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_RUN_NOT_SUCCEEDED = 4
-
-Handler = Callable[[argparse.Namespace], int] | Callable[[argparse.Namespace], Awaitable[int]]
-
-
-class _Commands(Protocol):
-    """What ``server.cli.Commands`` offers a registrar (structural, to avoid importing server)."""
-
-    def add(self, name: str, handler: Handler, *, help: str, description: str | None = None,
-            remote: bool = False, epilog: str | None = None) -> argparse.ArgumentParser: ...
-
-    def group(self, name: str, *, help: str, description: str | None = None) -> _Commands: ...
-
-
-class AgentCliError(Exception):
-    """A user-facing failure of an ``airlock agent`` command (printed as ``error: …``, exit 1)."""
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return EXIT_ERROR
+from airlock.cli._framework import EXIT_OK, EXIT_RUN_NOT_SUCCEEDED, CliError, Commands
+from airlock.cli._output import err, print_json
+from airlock.cli.agents import register_manifest
 
 
 def _manifest_path(path: str) -> Path:
@@ -62,12 +40,12 @@ def _load(path: str) -> Manifest:
     try:
         return load_manifest(p)
     except FileNotFoundError:
-        raise AgentCliError(
+        raise CliError(
             f"{p}: not found (expected agent.yaml or a folder holding one)") from None
     except OSError as e:
-        raise AgentCliError(f"{p}: cannot read: {e.strerror or e}") from None
+        raise CliError(f"{p}: cannot read: {e.strerror or e}") from None
     except ManifestError as e:
-        raise AgentCliError(f"{p}: invalid manifest: {e}") from None
+        raise CliError(f"{p}: invalid manifest: {e}") from None
 
 
 def image_ref(manifest: Manifest) -> str:
@@ -86,10 +64,6 @@ def local_image_digest(image: str, *, podman: str = "podman") -> str | None:
     if r.returncode != 0 or not parts:
         return None
     return parts[0] if parts[0].startswith("sha256:") else f"sha256:{parts[-1]}"
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 # ----------------------------------------------------------------------------- validate
@@ -113,12 +87,9 @@ def _summary(m: Manifest) -> str:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    try:
-        m = _load(ns.path)
-    except AgentCliError as e:
-        return _fail(str(e))
+    m = _load(ns.path)
     if ns.json:
-        _print_json(m.to_json())
+        print_json(m.to_json())
     else:
         print(_summary(m))
     return EXIT_OK
@@ -133,20 +104,17 @@ def _build(path: str, *, base_image: str | None, tag: str | None) -> str:
     try:
         return build_image(path, base_image=base_image, tag=tag)
     except BuildError as e:
-        raise AgentCliError(str(e)) from None
+        raise CliError(str(e)) from None
 
 
 def cmd_build(ns: argparse.Namespace) -> int:
-    try:
-        m = _load(ns.path)
-        if m.build is None:
-            return _fail(f"{_manifest_path(ns.path)} has no 'build' section: nothing to build")
-        print(f"building {m.name} {m.version} ...", file=sys.stderr, flush=True)
-        ref = _build(ns.path, base_image=ns.base_image, tag=ns.tag)
-    except AgentCliError as e:
-        return _fail(str(e))
+    m = _load(ns.path)
+    if m.build is None:
+        raise CliError(f"{_manifest_path(ns.path)} has no 'build' section: nothing to build")
+    err(f"building {m.name} {m.version} ...")
+    ref = _build(ns.path, base_image=ns.base_image, tag=ns.tag)
     if ns.json:
-        _print_json({"image": ref, "image_digest": local_image_digest(ref)})
+        print_json({"image": ref, "image_digest": local_image_digest(ref)})
     else:
         print(ref)
     return EXIT_OK
@@ -155,16 +123,16 @@ def cmd_build(ns: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- run-local
 
 
-def resolve_local_limits(m: Manifest, *, memory_mib: int | None, timeout_seconds: float | None,
-                         ) -> Limits:
+def _local_limits(m: Manifest, *, memory_mib: int | None, timeout_seconds: float | None,
+                  ) -> Limits:
     """The limits the control plane would give this run (``agents.limits.resolve_limits``)."""
     try:
         limits, _ = resolve_limits({"memory_mib": memory_mib, "timeout_seconds": timeout_seconds},
                                    m.limits.default, m.limits.max)
     except LimitsRefused as e:
         if e.above_maximum:
-            raise AgentCliError(str(e)) from None
-        raise AgentCliError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
+            raise CliError(str(e)) from None
+        raise CliError(f"--{e.field.replace('_', '-')}: {e.problem}") from None
     return limits
 
 
@@ -174,14 +142,14 @@ def _secrets(m: Manifest, items: list[str]) -> dict[str, bytes]:
     for item in items:
         name, sep, value = item.partition("=")
         if not re.match(SECRET_RE, name):
-            raise AgentCliError(f"--secret {name!r}: a name must match {SECRET_RE}")
+            raise CliError(f"--secret {name!r}: a name must match {SECRET_RE}")
         if name not in m.permissions.secrets:
             allowed = ", ".join(m.permissions.secrets) or "none"
-            raise AgentCliError(f"--secret {name}: not permitted by the manifest "
-                                f"(permissions.secrets: {allowed})")
+            raise CliError(f"--secret {name}: not permitted by the manifest "
+                           f"(permissions.secrets: {allowed})")
         if not sep:
             if name not in os.environ:
-                raise AgentCliError(f"--secret {name}: no value (use NAME=VALUE or set ${name})")
+                raise CliError(f"--secret {name}: no value (use NAME=VALUE or set ${name})")
             value = os.environ[name]
         out[name] = value.encode()
     return out
@@ -191,22 +159,22 @@ def _input(m: Manifest, capability: str, text: str) -> Any:
     cap = m.capability(capability)
     if cap is None:
         names = ", ".join(c.name for c in m.capabilities)
-        raise AgentCliError(f"{m.name} has no capability {capability!r} (it has: {names})")
+        raise CliError(f"{m.name} has no capability {capability!r} (it has: {names})")
     if text in ("-", "@-"):
         text = sys.stdin.read()
     elif text.startswith("@"):
         try:
             text = Path(text[1:]).read_text()
         except OSError as e:
-            raise AgentCliError(f"--input: cannot read {text[1:]}: {e.strerror or e}") from None
+            raise CliError(f"--input: cannot read {text[1:]}: {e.strerror or e}") from None
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as e:
-        raise AgentCliError(f"--input: not valid JSON: {e}") from None
+        raise CliError(f"--input: not valid JSON: {e}") from None
     try:
         check_input(cap, payload)
     except InputMismatch as e:
-        raise AgentCliError(str(e)) from None
+        raise CliError(str(e)) from None
     return payload
 
 
@@ -219,31 +187,22 @@ def _image_exists(image: str) -> bool:
 
 
 async def cmd_run_local(ns: argparse.Namespace) -> int:
-    try:
-        return await _run_local(ns)
-    except AgentCliError as e:
-        return _fail(str(e))
-
-
-async def _run_local(ns: argparse.Namespace) -> int:
-    import secrets as _random
-
     m = _load(ns.path)
     payload = _input(m, ns.capability, ns.input)
     if ns.network and not m.permissions.network:
-        raise AgentCliError("--network: the manifest does not permit network egress "
-                            "(permissions.network: false)")
+        raise CliError("--network: the manifest does not permit network egress "
+                       "(permissions.network: false)")
     secret_values = _secrets(m, ns.secret)
-    limits = resolve_local_limits(m, memory_mib=ns.memory_mib, timeout_seconds=ns.timeout_seconds)
+    limits = _local_limits(m, memory_mib=ns.memory_mib, timeout_seconds=ns.timeout_seconds)
     image = image_ref(m)
     if m.build is not None and (ns.rebuild or not await asyncio.to_thread(_image_exists, image)):
-        print(f"building {image} ...", file=sys.stderr, flush=True)
+        err(f"building {image} ...")
         image = await asyncio.to_thread(_build, ns.path, base_image=ns.base_image, tag=None)
     elif m.build is None and not await asyncio.to_thread(_image_exists, image):
-        raise AgentCliError(f"image {image} is not in local storage and the manifest has no "
-                            "'build' section to make it")
+        raise CliError(f"image {image} is not in local storage and the manifest has no "
+                       "'build' section to make it")
 
-    # The executor is imported here, not at module level: agent images install agents/ alone.
+    # Imported here: other commands need no sandbox runtime.
     from executor.results import interpret
     from executor.runtime.base import RunSpec, RuntimeUnavailable, SecretValue
     from executor.runtime.registry import resolve_runtime
@@ -251,10 +210,9 @@ async def _run_local(ns: argparse.Namespace) -> int:
     try:
         runtime = await resolve_runtime(ns.runtime)
     except (RuntimeUnavailable, ValueError) as e:
-        raise AgentCliError(f"no sandbox: {e}") from None
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+        raise CliError(f"no sandbox: {e}") from None
     spec = RunSpec(
-        run_id="run_" + "".join(_random.choice(alphabet) for _ in range(26)),
+        run_id=new_run_id(),
         attempt=1,
         image=image,
         capability=ns.capability,
@@ -269,9 +227,9 @@ async def _run_local(ns: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGINT, cancel.set)  # Ctrl-C stops the sandbox cleanly
-    print(f"running {m.name} {m.version} {ns.capability} on {runtime.name} "
-          f"(memory {limits.memory_mib} MiB, timeout {limits.timeout_seconds:g}s, "
-          f"network {'on' if ns.network else 'off'})", file=sys.stderr, flush=True)
+    err(f"running {m.name} {m.version} {ns.capability} on {runtime.name} "
+        f"(memory {limits.memory_mib} MiB, timeout {limits.timeout_seconds:g}s, "
+        f"network {'on' if ns.network else 'off'})")
     try:
         result = await runtime.run(spec, cancel)
     finally:
@@ -281,7 +239,7 @@ async def _run_local(ns: argparse.Namespace) -> int:
     assert cap is not None  # checked by _input
     outcome = interpret(result, cap.output_schema, limits=limits)
     if ns.json:
-        _print_json({
+        print_json({
             "state": outcome.state, "reason": outcome.reason, "output": outcome.output,
             "error_code": outcome.error_code, "exit_code": outcome.exit_code,
             "duration_seconds": round(outcome.duration_seconds, 3),
@@ -294,7 +252,7 @@ async def _run_local(ns: argparse.Namespace) -> int:
                 if outcome.peak_memory_bytes else "")
         print(f"{head} (exit {outcome.exit_code}, {outcome.duration_seconds:.2f}s{peak})")
         if outcome.succeeded:
-            _print_json(outcome.output)
+            print_json(outcome.output)
         if outcome.logs:
             print("--- logs" + (" (truncated)" if outcome.logs_truncated else "") + " ---")
             print(outcome.logs.rstrip("\n"))
@@ -305,33 +263,24 @@ async def _run_local(ns: argparse.Namespace) -> int:
 
 
 async def cmd_register(ns: argparse.Namespace) -> int:
-    try:
-        m = _load(ns.path)
-    except AgentCliError as e:
-        return _fail(str(e))
+    m = _load(ns.path)
     text = _manifest_path(ns.path).read_text()
     if m.image is None:
         # Registration needs an image reference: use the tag `agent build` gave the image.
         doc = m.to_json()
         doc["image"] = image_ref(m)
         text = json.dumps(doc)
-        print(f"note: the manifest has no 'image'; registering it as {doc['image']}",
-              file=sys.stderr)
+        err(f"note: the manifest has no 'image'; registering it as {doc['image']}")
     digest = ns.image_digest or await asyncio.to_thread(local_image_digest, image_ref(m)) or ""
     if not digest:
-        print(f"note: {image_ref(m)} is not in local storage: registering without a digest",
-              file=sys.stderr)
-    # The control-plane client, imported here for the same reason as the executor above.
-    from server.cli import register_manifest
-
+        err(f"note: {image_ref(m)} is not in local storage: registering without a digest")
     return await register_manifest(ns, text, digest)
 
 
 # ----------------------------------------------------------------------------- registration
 
 
-def register(cli: _Commands) -> None:
-    """Add ``airlock agent …`` to the ``airlock`` command line (see ``server.cli.REGISTRARS``)."""
+def register(cli: Commands) -> None:
     from executor.runtime.registry import runtime_names  # names only; no runtime is imported
 
     agent = cli.group("agent", help="agent authors: validate, build, try and register an agent",
