@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine of this kind for Airlock: system packages, the Python environment,
-# the web UI build and the offline base image; then start one real sandbox exactly as the
-# executor would (`airlock sandbox-check`). Idempotent; later runs take seconds.
+# the web UI build and the offline base image; then start one real sandbox with each runtime
+# that runs here (the jail, then podman) exactly as the executor would (`airlock
+# sandbox-check`). Idempotent; later runs take seconds.
 #   scripts/setup.sh            everything the demo needs
 #   scripts/setup.sh --test     plus what the tests need (chromium, docker-compose, playwright)
 #   scripts/setup.sh --check    install nothing: name what is missing (exit 1), then run the
@@ -16,9 +17,16 @@ log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # -- what the code runs: a program on PATH (or an absolute file) and its Debian package ------
-# Files are checked as files, not with `command -v`: podman looks for catatonit at that path.
+# Files are checked as files, not with `command -v`: podman looks for catatonit at that path,
+# the compiler for libc.a, the jail's seccomp binding for libseccomp.so.2.
+LIBDIR=/usr/lib/$(uname -m)-linux-gnu
 REQUIRED=(
-  podman:podman                                     # the sandbox runtime
+  bwrap:bubblewrap                                  # the jail runtime's namespaces
+  slirp4netns:slirp4netns                           # the jail's network for runs granted egress
+  cc:gcc                                            # builds the jail supervisor (executor/jail)
+  $LIBDIR/libc.a:libc6-dev                          # ... statically, so it needs no loader
+  $LIBDIR/libseccomp.so.2:libseccomp2               # the jail's seccomp filter (ctypes binding)
+  podman:podman                                     # image mounts for the jail; the fallback runtime
   runc:runc                                         # its OCI runtime (podman --runtime runc)
   conmon:conmon                                     # podman's container monitor
   /usr/libexec/podman/catatonit:catatonit           # `podman run --init`; podman only recommends it
@@ -66,7 +74,7 @@ if (( ${#absent[@]} )); then
   apt-get update -qq
   # --no-install-recommends: everything needed is listed above, recommendations included.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${packages[@]}" fuse-overlayfs slirp4netns uidmap >/dev/null
+    "${packages[@]}" fuse-overlayfs uidmap >/dev/null
   mapfile -t absent < <(missing_from "${wanted[@]}")
   if (( ${#absent[@]} )); then
     list=$(describe "${absent[@]}")
@@ -108,14 +116,18 @@ if (( ! CHECK_ONLY )); then
   fi
 fi
 
-# -- one real sandbox, started exactly as the executor starts runs --------------------------
-# Same runtime code and options (every limit, --init, the work-dir tmpfs and binds): a host
-# that cannot run sandboxes stops here, with the reason, instead of at the first run.
+# -- one real sandbox per runtime, started exactly as the executor starts runs -------------
+# Same runtime code and options (the jail: its supervisor build, seccomp filter, cgroup and
+# bubblewrap; podman: every limit, --init, the work-dir tmpfs and binds): a host that cannot
+# run sandboxes stops here, with the reason, instead of at the first run. `auto` picks the
+# jail where it works, so a jail failure is reported even though podman could stand in.
 if [[ -x .venv/bin/airlock ]]; then
-  log "starting one real sandbox as the executor would (airlock sandbox-check)"
-  if ! .venv/bin/airlock sandbox-check --runtime podman; then
-    die "this machine cannot run sandboxes (reason above); runs would all fail to start"
-  fi
+  log "starting one real sandbox per runtime as the executor would (airlock sandbox-check)"
+  for runtime in jail podman; do
+    if ! .venv/bin/airlock sandbox-check --runtime "$runtime"; then
+      die "this machine cannot run $runtime sandboxes (reason above); runs would fail to start"
+    fi
+  done
 elif (( CHECK_ONLY )); then
   die "no .venv/bin/airlock: run scripts/setup.sh to create the Python environment"
 fi

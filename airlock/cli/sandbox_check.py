@@ -41,9 +41,10 @@ def register(cli: Commands) -> None:
         description=(
             "Resolve the sandbox runtime exactly as `airlock executor` does (AIRLOCK_RUNTIME,\n"
             "AIRLOCK_PODMAN_WORK_ROOT, AIRLOCK_PODMAN_PROBE_IMAGE, ...) and run its start-up\n"
-            "check. For podman that starts one real trivial sandbox with every option a run\n"
-            "uses (each limit, --init, the work-dir tmpfs and binds) from the probe image\n"
-            "(default localhost/airlock/base:bookworm, made by `airlock base-image`).\n"
+            "check. For the jail and podman that starts one real trivial sandbox with every\n"
+            "option a run uses (the jail: supervisor, cgroup, bubblewrap, seccomp; podman: each\n"
+            "limit, --init, the work-dir tmpfs and binds) from the probe image (default\n"
+            "localhost/airlock/base:bookworm, made by `airlock base-image`).\n"
             "Exit 0 if it works; else exit 3 with a message naming what is missing\n"
             "(catatonit for --init, runc, the probe image, ...). scripts/setup.sh ends with it."
         ),

@@ -46,13 +46,20 @@ def setup_check(path: str) -> subprocess.CompletedProcess[str]:
 def test_setup_check_passes_here_and_ends_with_a_real_sandbox(podman_runtime: PodmanRuntime) -> None:
     r = setup_check(os.environ["PATH"])
     assert r.returncode == 0, r.stderr
-    assert "sandbox runtime podman: ok (a trial sandbox ran from" in r.stdout
+    # The jail first (what `auto` picks here), then podman (the fallback), each a real sandbox.
+    lines = r.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("sandbox runtime")] == [
+        "sandbox runtime jail", "sandbox runtime podman"], r.stdout
+    assert all(": ok (a trial sandbox ran from" in ln for ln in lines
+               if ln.startswith("sandbox runtime")), r.stdout
     steps = [ln for ln in r.stderr.splitlines() if "== " in ln]
     assert "airlock sandbox-check" in steps[-2] and "setup done" in steps[-1], r.stderr
 
 
-@pytest.mark.parametrize(("program", "package"), [("runc", "runc"), ("nats-server", "nats-server"),
-                                                  ("debootstrap", "debootstrap")])
+@pytest.mark.parametrize(("program", "package"), [
+    ("runc", "runc"), ("nats-server", "nats-server"), ("debootstrap", "debootstrap"),
+    ("bwrap", "bubblewrap"), ("slirp4netns", "slirp4netns"), ("cc", "gcc"),
+])
 def test_setup_check_names_a_missing_program(program: str, package: str, tmp_path: Path) -> None:
     r = setup_check(path_without(program, tmp_path))
     assert r.returncode == 1, r.stderr
@@ -66,4 +73,4 @@ def test_setup_fails_naming_catatonit_when_no_sandbox_can_start(podman_runtime: 
     r = setup_check(f"{script.parent}{os.pathsep}{os.environ['PATH']}")
     assert r.returncode == 1, r.stderr
     assert MISSING_INIT in r.stderr and "apt-get install catatonit" in r.stderr, r.stderr
-    assert "error: this machine cannot run sandboxes" in r.stderr
+    assert "error: this machine cannot run podman sandboxes" in r.stderr
