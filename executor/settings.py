@@ -29,7 +29,8 @@ class ExecutorSettings(CommonSettings):
     db_pool_size: int = Field(default=4, ge=1, le=100, description="PostgreSQL connections at most")
     executor_id: str = Field(default_factory=_default_id, description="unique per process")
     runtime: str = Field(default="auto", description="sandbox runtime: one of "
-                         f"{', '.join(runtime_names())} (auto: dagger if reachable, else podman)")
+                         f"{', '.join(runtime_names())} (auto: dagger if reachable, else jail where it "
+                         "runs, else podman)")
     engine_has_egress: bool = Field(
         default=False, description="dagger runtime only: the engine can reach the internet, so this "
         "executor takes only runs granted network egress (and an engine without takes none of them)")

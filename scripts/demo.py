@@ -1,10 +1,12 @@
 """The demo behind the README's first command, driven through the real `airlock` CLI.
 
-1. start `airlock dev` (SQLite, podman, no NATS) in the background;
+1. start `airlock dev` (SQLite, no NATS, sandbox runtime auto: the jail where it runs, else
+   podman) in the background; its banner names the runtime;
 2. build two sample agents on the offline base image and register them;
 3. a low-risk run (text-transform) is auto-approved and succeeds;
 4. a risky run (url-fetch, network egress: risk high) waits for a human; an approver (not
-   the submitter) approves it; it runs and fetches a page served on this host;
+   the submitter) approves it; it runs and fetches a page served on this host (at one of
+   this host's own addresses, which both the jail's and podman's egress reach);
 5. print the results, then stop (or keep running with --keep for the web UI).
 """
 
@@ -59,6 +61,19 @@ def serve_page() -> int:
     return srv.server_address[1]
 
 
+def host_address() -> str:
+    """An address of this host that a sandbox granted egress reaches: the first global IPv4
+    address of an interface (the jail's slirp4netns refuses the host's loopback, and podman's
+    host.containers.internal name exists only in podman's containers)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                         capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == "inet":
+            return fields[3].split("/")[0]
+    return "host.containers.internal"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT / "airlock-data" / "demo"))
@@ -111,7 +126,7 @@ def main() -> int:
         port = serve_page()
         step("a risky run: url-fetch with network egress (risk high) needs one approval")
         run_id = airlock("runs", "submit", "url-fetch", "fetch", "--network", "--input",
-                         json.dumps({"url": f"http://host.containers.internal:{port}/"}),
+                         json.dumps({"url": f"http://{host_address()}:{port}/"}),
                          token=alice, address=address, capture=True)
         airlock("runs", "get", run_id, token=alice, address=address)
         step("bob sees it waiting and approves it")

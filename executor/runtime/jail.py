@@ -947,6 +947,7 @@ def _supervisor_pid(work: Path, supervisor: Path | None) -> int | None:
 class JailSettings(RuntimeSettings):
     """The jail runtime's options (``AIRLOCK_JAIL_*``; the probe image is podman's)."""
 
+    podman: str = "podman"  # mounts the images' layers; the same program as the podman runtime's
     executor_id: str | None = None
     work_root: Path = Field(default=Path("/run/airlock-jail"),
                             validation_alias=AliasChoices("jail_work_root", "work_root"))
@@ -955,8 +956,8 @@ class JailSettings(RuntimeSettings):
 
 
 def _create(settings: JailSettings) -> JailRuntime:
-    return JailRuntime(executor_id=settings.executor_id, work_root=settings.work_root,
-                       probe_image=settings.probe_image)
+    return JailRuntime(podman=settings.podman, executor_id=settings.executor_id,
+                       work_root=settings.work_root, probe_image=settings.probe_image)
 
 
 FACTORY: RuntimeFactory[JailSettings] = RuntimeFactory(settings=JailSettings, create=_create)

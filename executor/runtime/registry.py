@@ -28,8 +28,9 @@ RUNTIMES: dict[str, str] = {
     "podman": "executor.runtime.podman:FACTORY",
     "jail": "executor.runtime.jail:FACTORY",
 }
-# What ``auto`` prefers: a reachable Dagger engine (production), else podman.
-AUTO_ORDER: tuple[str, ...] = ("dagger", "podman")
+# What ``auto`` prefers: a reachable Dagger engine (production), else the jail where its
+# check (a real jailed trial run) passes, else podman (hosts where bubblewrap cannot run).
+AUTO_ORDER: tuple[str, ...] = ("dagger", "jail", "podman")
 
 
 def runtime_names() -> tuple[str, ...]:

@@ -492,3 +492,17 @@ json.dump({"output": {"kill_all": res}}, open(os.environ["AIRLOCK_OUTPUT"], "w")
     result = await _script(jail_runtime, misbehave_image, script)
     assert result.termination is Termination.EXITED and result.exit_code == 0, result
     assert json.loads(result.output or b"{}") == {"output": {"kill_all": "ESRCH"}}
+
+
+async def test_auto_picks_the_jail_where_it_runs(jail_runtime: JailRuntime) -> None:
+    # The fixture proved the jail runs here and no Dagger engine answers on these machines, so
+    # auto's first usable choice is the jail (podman only where the jail's check fails).
+    from executor.runtime.dagger import probe_engine
+    from executor.runtime.registry import resolve_runtime
+
+    assert (await probe_engine()).reachable is not True
+    auto = await resolve_runtime("auto", executor_id="pytest-auto")
+    try:
+        assert auto.name == "jail" and isinstance(auto, JailRuntime)
+    finally:
+        await auto.close()  # type: ignore[attr-defined]
