@@ -4,18 +4,20 @@ variable (``AIRLOCK_<NAME>: <problem>``, one per line), which ``main`` turns int
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airlock.cli._framework import ConfigError
 
-S = TypeVar("S", bound=BaseSettings)
+if TYPE_CHECKING:  # imported when settings are loaded: client commands do without
+    from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound="BaseSettings")
 
 
-def settings_errors(exc: ValidationError | SettingsError, prefix: str) -> str:
-    """Lines ``AIRLOCK_<NAME>: <message>``, one per problem."""
+def settings_errors(exc: Exception, prefix: str) -> str:
+    """Lines ``AIRLOCK_<NAME>: <message>``, one per problem of a pydantic(-settings) error."""
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         lines = []
         for e in exc.errors():
@@ -38,6 +40,9 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
 
     Raises ``ConfigError`` naming the variable(s) when a value is refused.
     """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     prefix = str(cls.model_config.get("env_prefix", "AIRLOCK_"))
     try:
         return cls(**overrides)
