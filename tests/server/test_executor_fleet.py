@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from airlock.v1 import admin_service_pb2 as adm
 from server.domain.models import ExecutorInfo
+from tests.cli.test_cli import Cli
 from tests.conftest import Plane, start_plane
-from tests.server.test_cli import Cli
 
 LEASE = 15.0  # the plane's lease timeout: no heartbeat for longer = lost
 RETENTION = 3600.0
