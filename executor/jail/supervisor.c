@@ -35,6 +35,29 @@
  *                          starts then. Moving a process into a cgroup waits for an RCU grace
  *                          period (milliseconds); a warm supervisor has done it before the run.
  *
+ * Inside a privileged container whose image is untrusted (the Dagger exec; see
+ * docs/security.md), everything privileged comes from a read-only bundle, and:
+ *   --loader PATH --library-path DIR
+ *                          run bubblewrap and slirp4netns (dynamic programs) as
+ *                          "PATH --inhibit-cache --library-path DIR PROGRAM ...": the bundle's own
+ *                          loader and libraries, never the image's
+ *   --shield DIR           before either runs, enter a private mount namespace where an empty
+ *                          read-only tmpfs covers /etc (no /etc/ld.so.preload, ld.so.cache or
+ *                          selinux config of the image is read); "/" is bound at DIR/root first
+ *   --image-root DIR       the jail's root: every top-level entry of DIR (of DIR/root under
+ *                          --shield) bound read-only, symlinks recreated, except proc, dev, sys,
+ *                          tmp, run, airlock and each --hide NAME; added to bubblewrap's options
+ *   --out-dir PATH         create PATH (0700) for the agent's output, owned by --uid
+ *   --log-file PATH --log-cap BYTES
+ *                          capture bubblewrap's stdout and stderr (one pipe) into PATH, keeping
+ *                          the first BYTES; the rest is counted and dropped
+ *   --result PATH --output-file PATH --output-cap BYTES
+ *                          also write one JSON document: the status, the log and the output
+ *                          file (at most BYTES, a regular file only), both base64
+ *   --cgroup-nest          create --cgroup-parent under this process's own cgroup (a container's),
+ *                          not at the hierarchy's root; on v2 the processes of that cgroup move
+ *                          to a leaf first (no internal processes)
+ *
  * Exit status: 0 when the status file was written (the agent's outcome is in it), 125 when it
  * could not be. SIGTERM, SIGINT or SIGHUP cancel the run (the cgroup is killed first).
  */
@@ -50,6 +73,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -82,6 +107,7 @@ struct cgdir {
 static struct cgdir dirs[MAX_DIRS];
 static int ndirs;
 static char status_path[PATH_LEN];
+static char cg_own[N_CONTROLLERS][PATH_LEN];  /* --cgroup-nest: our own cgroup, per controller */
 static char error_text[1024];
 static struct timespec t_start;
 
@@ -159,28 +185,87 @@ static int make_parents(const char *root, const char *parent, int v2) {
 
 /* Find where memory, pids and cpu are mounted: a v1 hierarchy for each when there is one,
    else the v2 hierarchy if it offers the controller. */
-static int discover(const char *parent, const char *name) {
+/* Our own cgroup of each controller (and of v2, under index N_CONTROLLERS), from
+   /proc/self/cgroup, for --cgroup-nest. */
+static char own_v2[PATH_LEN];
+static void read_own_cgroups(void) {
+    char buf[8192];
+    if (read_file("/proc/self", "cgroup", buf, sizeof buf) < 0) return;
+    for (char *l = buf, *nl; l && *l; l = nl) {
+        nl = strchr(l, '\n');
+        if (nl) *nl++ = 0;
+        char *c1 = strchr(l, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c2 = 0;
+        const char *path = c2 + 1;
+        if (c1[1] == 0) { snprintf(own_v2, sizeof own_v2, "%s", path); continue; }
+        char *save = NULL;
+        for (char *o = strtok_r(c1 + 1, ",", &save); o; o = strtok_r(NULL, ",", &save))
+            for (int c = 0; c < N_CONTROLLERS; c++)
+                if (strcmp(o, controller_names[c]) == 0) snprintf(cg_own[c], PATH_LEN, "%s", path);
+    }
+}
+
+/* mount point + (own cgroup path relative to the mount's root) */
+static int nest_base(char *out, size_t size, const char *mnt, const char *mroot, const char *own) {
+    size_t rl = strlen(mroot);
+    const char *rest = own;
+    if (strcmp(mroot, "/") != 0) {
+        if (strncmp(own, mroot, rl) != 0 || (own[rl] != 0 && own[rl] != '/')) return -1;
+        rest = own + rl;
+    }
+    if (snprintf(out, size, "%s%s", mnt, strcmp(rest, "/") == 0 ? "" : rest) >= (int)size) return -1;
+    return 0;
+}
+
+/* cgroup v2 allows no processes in a cgroup that delegates controllers: move every process of
+   ours (the container's init, this supervisor) into a leaf first. */
+static int v2_vacate(const char *base) {
+    char leaf[PATH_LEN], buf[65536];
+    if (snprintf(leaf, sizeof leaf, "%s/airlock-supervisor", base) >= (int)sizeof leaf) return -1;
+    if (mkdir(leaf, 0755) < 0 && errno != EEXIST) return -1;
+    for (int round = 0; round < 100; round++) {
+        if (read_file(base, "cgroup.procs", buf, sizeof buf) < 0) return -1;
+        if (!buf[0]) return 0;
+        for (char *q = buf, *nl; *q; q = nl) {
+            nl = strchr(q, '\n');
+            if (nl) *nl++ = 0; else nl = q + strlen(q);
+            if (*q) write_file(leaf, "cgroup.procs", q);  /* a process that exited meanwhile: fine */
+        }
+    }
+    return -1;
+}
+
+static int discover(const char *parent, const char *name, int nest) {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (!f) { set_error("cannot read /proc/self/mountinfo: %s", strerror(errno)); return -1; }
+    if (nest) read_own_cgroups();
     char line[8192];
     char v1[N_CONTROLLERS][PATH_LEN] = {{0}};
-    char v2root[PATH_LEN] = {0};
+    char v1root[N_CONTROLLERS][PATH_LEN] = {{0}};
+    char v2root[PATH_LEN] = {0}, v2mroot[PATH_LEN] = {0};
     while (fgets(line, sizeof line, f)) {
         char *sep = strstr(line, " - ");
         if (!sep) continue;
         char fstype[64], source[256], opts[4096];
         if (sscanf(sep + 3, "%63s %255s %4095s", fstype, source, opts) != 3) continue;
-        char mnt[PATH_LEN];
+        char mnt[PATH_LEN], mroot[PATH_LEN];
         /* fields: id parent major:minor root mountpoint ... */
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1) continue;
+        if (sscanf(line, "%*s %*s %*s %4095s %4095s", mroot, mnt) != 2) continue;
         if (strcmp(fstype, "cgroup2") == 0) {
-            if (!v2root[0]) snprintf(v2root, sizeof v2root, "%s", mnt);
+            if (!v2root[0]) {
+                snprintf(v2root, sizeof v2root, "%s", mnt);
+                snprintf(v2mroot, sizeof v2mroot, "%s", mroot);
+            }
         } else if (strcmp(fstype, "cgroup") == 0) {
             char *save = NULL;
             for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save))
                 for (int c = 0; c < N_CONTROLLERS; c++)
-                    if (strcmp(o, controller_names[c]) == 0 && !v1[c][0])
+                    if (strcmp(o, controller_names[c]) == 0 && !v1[c][0]) {
                         snprintf(v1[c], PATH_LEN, "%s", mnt);
+                        snprintf(v1root[c], PATH_LEN, "%s", mroot);
+                    }
         }
     }
     fclose(f);
@@ -203,6 +288,19 @@ static int discover(const char *parent, const char *name) {
             set_error("no cgroup hierarchy offers the %s controller", controller_names[c]);
             return -1;
         }
+        char base[PATH_LEN];
+        if (nest) {
+            const char *own = is_v2 ? own_v2 : cg_own[c];
+            if (!own[0] || nest_base(base, sizeof base, root, is_v2 ? v2mroot : v1root[c], own) < 0) {
+                set_error("cannot find this process's own %s cgroup under %s", controller_names[c], root);
+                return -1;
+            }
+            if (is_v2 && v2_vacate(base) < 0) {
+                set_error("cannot move the processes of %s into a leaf: %s", base, strerror(errno));
+                return -1;
+            }
+            root = base;
+        }
         char path[PATH_LEN];
         if (snprintf(path, sizeof path, "%s/%s/%s", root, parent, name) >= (int)sizeof path) {
             set_error("cgroup path too long under %s", root);
@@ -224,14 +322,21 @@ static int discover(const char *parent, const char *name) {
     return 0;
 }
 
+/* Is pid in a cgroup whose path ends with rel ("/<parent>/<name>", under our own cgroup with
+   --cgroup-nest)? */
 static int in_our_cgroup(pid_t pid, const struct cgdir *d, const char *rel) {
     (void)d;
     char p[64], buf[8192];
     snprintf(p, sizeof p, "/proc/%d", (int)pid);
     if (read_file(p, "cgroup", buf, sizeof buf) < 0) return 0;
-    char want[PATH_LEN + 2];
-    snprintf(want, sizeof want, ":%s\n", rel);
-    return strstr(buf, want) != NULL;
+    size_t rl = strlen(rel);
+    for (char *l = buf, *nl; *l; l = nl) {
+        nl = strchr(l, '\n');
+        if (nl) *nl++ = 0; else nl = l + strlen(l);
+        size_t ll = strlen(l);
+        if (ll >= rl && strcmp(l + ll - rl, rel) == 0) return 1;
+    }
+    return 0;
 }
 
 /* SIGKILL everything in the run's cgroups until they are empty (or ~10 s have passed).
@@ -287,14 +392,29 @@ static void json_string(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static int write_status(int have_status, int wstatus, int timed_out, int cancelled,
-                        long long oom_kill, long long peak, long long failcnt, int v2) {
+/* Write data to path atomically (path.tmp, then rename; never through a link). */
+static int write_atomic(const char *path, const char *data, size_t len, mode_t mode) {
     char tmp[PATH_LEN + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) return -1;
-    FILE *f = fdopen(fd, "w");
-    if (!f) { close(fd); return -1; }
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) { close(fd); return -1; }
+        off += (size_t)n;
+    }
+    if (close(fd) < 0) return -1;
+    return rename(tmp, path);
+}
+
+/* The run's status as one JSON object (malloc'd), or NULL. */
+static char *status_json(int have_status, int wstatus, int timed_out, int cancelled,
+                         long long oom_kill, long long peak, long long failcnt, int v2) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) return NULL;
     fprintf(f, "{\"version\": 1, \"exit_code\": ");
     if (have_status && WIFEXITED(wstatus)) fprintf(f, "%d", WEXITSTATUS(wstatus));
     else if (have_status && WIFSIGNALED(wstatus)) fprintf(f, "%d", 128 + WTERMSIG(wstatus));
@@ -307,16 +427,20 @@ static int write_status(int have_status, int wstatus, int timed_out, int cancell
     fprintf(f, ", \"failcnt\": %lld, \"cgroup_v2\": %s", failcnt, v2 ? "true" : "false");
     fprintf(f, ", \"duration_seconds\": %.6f, \"error\": ", elapsed_s());
     json_string(f, error_text);
-    fprintf(f, "}\n");
-    if (fflush(f) != 0) { fclose(f); return -1; }
-    fclose(f);
-    return rename(tmp, status_path);
+    fprintf(f, "}");
+    if (fclose(f) != 0) { free(text); return NULL; }
+    return text;
 }
 
 #define MAX_FDS 64
+#define MAX_HIDE 16
 
 struct config {
     const char *name, *parent, *pidfile, *slirp;
+    const char *loader, *libpath, *shield, *image_root, *out_dir, *log_file, *result, *output_file;
+    const char *hide[MAX_HIDE];
+    int nhide, nest;
+    long long log_cap, output_cap;
     long long memory, pids, quota, period, timeout_ms;
     uid_t uid;
     gid_t gid;
@@ -349,6 +473,8 @@ static int parse_config(int argc, char **argv, struct config *c) {
     memset(c, 0, sizeof *c);
     c->parent = "airlock-jail";
     c->memory = c->pids = c->quota = c->timeout_ms = -1;
+    c->log_cap = 1 << 20;
+    c->output_cap = 1 << 20;
     c->period = 100000;
     c->uid = 65534;
     c->gid = 65534;
@@ -357,6 +483,7 @@ static int parse_config(int argc, char **argv, struct config *c) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) { i++; break; }
         if (strcmp(a, "--warm") == 0) { c->warm = 1; continue; }
+        if (strcmp(a, "--cgroup-nest") == 0) { c->nest = 1; continue; }
         if (i + 1 >= argc) return bad_config("%s needs a value", a);
         const char *v = argv[++i];
         long long x = 0;
@@ -365,6 +492,18 @@ static int parse_config(int argc, char **argv, struct config *c) {
         else if (strcmp(a, "--status") == 0) snprintf(status_path, sizeof status_path, "%s", v);
         else if (strcmp(a, "--pidfile") == 0) c->pidfile = v;
         else if (strcmp(a, "--slirp4netns") == 0) c->slirp = v;
+        else if (strcmp(a, "--loader") == 0) c->loader = v;
+        else if (strcmp(a, "--library-path") == 0) c->libpath = v;
+        else if (strcmp(a, "--shield") == 0) c->shield = v;
+        else if (strcmp(a, "--image-root") == 0) c->image_root = v;
+        else if (strcmp(a, "--out-dir") == 0) c->out_dir = v;
+        else if (strcmp(a, "--log-file") == 0) c->log_file = v;
+        else if (strcmp(a, "--result") == 0) c->result = v;
+        else if (strcmp(a, "--output-file") == 0) c->output_file = v;
+        else if (strcmp(a, "--hide") == 0) {
+            if (c->nhide >= MAX_HIDE || strchr(v, '/')) return bad_config("--hide %s: a plain name", v);
+            c->hide[c->nhide++] = v;
+        }
         else if (strcmp(a, "--fd") == 0) {
             /* N:PATH: PATH opened read-only (as root, before privileges are dropped) as fd N */
             char *colon = strchr(v, ':');
@@ -384,6 +523,8 @@ static int parse_config(int argc, char **argv, struct config *c) {
             else if (strcmp(a, "--cpu-quota-us") == 0) c->quota = x;
             else if (strcmp(a, "--cpu-period-us") == 0) c->period = x;
             else if (strcmp(a, "--timeout-ms") == 0) c->timeout_ms = x;
+            else if (strcmp(a, "--log-cap") == 0) c->log_cap = x;
+            else if (strcmp(a, "--output-cap") == 0) c->output_cap = x;
             else if (strcmp(a, "--uid") == 0) c->uid = (uid_t)x;
             else if (strcmp(a, "--gid") == 0) c->gid = (gid_t)x;
             else return bad_config("unknown option %s", a);
@@ -400,6 +541,8 @@ static int complete_config(const struct config *c) {
     if (!status_path[0] || c->ncmd < 1 || c->timeout_ms < 0 || c->memory <= 0 || c->pids <= 0 || c->uid == 0)
         return bad_config("%s", "need --status, --memory, --pids, --timeout-ms, a non-root --uid and a "
                                 "command after --");
+    if (!c->loader != !c->libpath) return bad_config("%s", "--loader and --library-path go together");
+    if (c->warm && (c->log_file || c->shield)) return bad_config("%s", "--log-file and --shield are not for --warm");
     return 0;
 }
 
@@ -453,9 +596,100 @@ static void join_cgroups(void) {
         }
 }
 
+/* --shield: a private mount namespace where the image's /etc is covered by an empty read-only
+   tmpfs, so the dynamic loader run next reads no /etc/ld.so.preload or ld.so.cache from the
+   image. With keep_root, "/" (the image) is first bound at DIR/root, the jail's source. */
+static int shield_mounts(const char *dir, int keep_root) {
+    if (unshare(CLONE_NEWNS) < 0) return -1;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -1;
+    if (mkdir(dir, 0711) < 0 && errno != EEXIST) return -1;
+    if (keep_root) {
+        char root[PATH_LEN];
+        if (snprintf(root, sizeof root, "%s/root", dir) >= (int)sizeof root) { errno = ENAMETOOLONG; return -1; }
+        if (mkdir(root, 0711) < 0 && errno != EEXIST) return -1;
+        if (mount("/", root, NULL, MS_BIND | MS_REC, NULL) < 0) return -1;
+    }
+    /* An /etc that does not exist (or dangles) holds no ld.so.preload either. */
+    if (mount("tmpfs", "/etc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=755") < 0 &&
+        errno != ENOENT)
+        return -1;
+    if (keep_root) {
+        /* bubblewrap mounts its new root's tmpfs on /tmp: give it a fresh one here, whatever the
+           image has there (nothing, in a scratch image); never through a link of the image. */
+        struct stat st;
+        if (lstat("/tmp", &st) < 0) {
+            if (errno != ENOENT || mkdir("/tmp", 01777) < 0) return -1;
+        } else if (!S_ISDIR(st.st_mode)) {
+            errno = ENOTDIR;
+            return -1;
+        }
+        if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=1777") < 0) return -1;
+    }
+    return 0;
+}
+
+struct argv_buf { char **v; int n, cap; };
+
+static void argv_push(struct argv_buf *a, const char *s) {
+    if (a->n + 2 > a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->v = realloc(a->v, (size_t)a->cap * sizeof *a->v);
+        if (!a->v) _exit(125);
+    }
+    a->v[a->n++] = (char *)s;
+    a->v[a->n] = NULL;
+}
+
+static const char *const provided[] = {"proc", "dev", "sys", "tmp", "run", "airlock", NULL};
+
+/* --image-root: bubblewrap options binding each top-level entry of dir read-only at /NAME. */
+static int root_entries(struct argv_buf *a, const char *dir, const struct config *c) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+        int skip = 0;
+        for (int i = 0; provided[i]; i++) skip |= !strcmp(n, provided[i]);
+        for (int i = 0; i < c->nhide; i++) skip |= !strcmp(n, c->hide[i]);
+        if (skip) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+        char *dest = malloc(strlen(n) + 2);
+        if (!dest) _exit(125);
+        sprintf(dest, "/%s", n);
+        if (S_ISLNK(st.st_mode)) {
+            char *target = calloc(1, PATH_LEN);
+            if (!target || readlinkat(dirfd(d), n, target, PATH_LEN - 1) < 0) { free(dest); continue; }
+            argv_push(a, "--symlink"); argv_push(a, target); argv_push(a, dest);
+        } else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+            char *src = malloc(strlen(dir) + strlen(n) + 2);
+            if (!src) _exit(125);
+            sprintf(src, "%s/%s", dir, n);
+            argv_push(a, "--ro-bind"); argv_push(a, src); argv_push(a, dest);
+        } else {
+            free(dest);
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+/* The argv that runs program: through the bundle's loader when one is given. */
+static void program_argv(struct argv_buf *a, const struct config *c, const char *program) {
+    if (c->loader) {
+        argv_push(a, c->loader);
+        argv_push(a, "--inhibit-cache");
+        argv_push(a, "--library-path");
+        argv_push(a, c->libpath);
+    }
+    argv_push(a, program);
+}
+
 /* The child: in the run's cgroups, it opens the run's files as root, becomes the sandbox user
    and runs bubblewrap. In warm mode it waits (already in its cgroups) for the configuration. */
-static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], int block[2], sigset_t *oldmask) {
+static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], int block[2], int logw, sigset_t *oldmask) {
     join_cgroups();
     if (joined_fd >= 0) {  /* the parent renames the cgroups only once we are in them */
         if (write(joined_fd, "j", 1) != 1) _exit(125);
@@ -470,6 +704,25 @@ static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], 
         if (!argv2) _exit(0);  /* never configured: nothing to run */
         if (parse_config(argc2, argv2, c) < 0) _exit(125);
     }
+    if (logw >= 0) {  /* stdout and stderr: one pipe, read (and capped) by the parent */
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) { dup2(devnull, 0); close(devnull); }
+        if (dup2(logw, 1) < 0 || dup2(logw, 2) < 0) _exit(125);
+        close(logw);
+    }
+    char shielded_root[PATH_LEN];
+    const char *image_root = c->image_root;
+    if (c->shield) {
+        if (shield_mounts(c->shield, image_root != NULL) < 0) {
+            fprintf(stderr, "airlock-jail: cannot shield the loader from the image: %s\n", strerror(errno));
+            _exit(125);
+        }
+        if (image_root) {
+            snprintf(shielded_root, sizeof shielded_root, "%s/root%s", c->shield,
+                     strcmp(image_root, "/") == 0 ? "" : image_root);
+            image_root = shielded_root;
+        }
+    }
     for (int f = 0; f < c->nfds; f++) {
         int fd = open(c->fd_path[f], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
@@ -481,22 +734,23 @@ static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], 
         else close(fd);
     }
     char info_arg[16], block_arg[16];
-    char **full = calloc((size_t)c->ncmd + 8, sizeof *full);
-    if (!full) _exit(125);
-    int k = 0;
-    full[k++] = c->cmd[0];
+    struct argv_buf full = {0};
+    program_argv(&full, c, c->cmd[0]);
     if (c->slirp) {  /* bubblewrap reports its sandbox's pid, then waits for the network */
         fcntl(info[1], F_SETFD, 0);
         fcntl(block[0], F_SETFD, 0);
         snprintf(info_arg, sizeof info_arg, "%d", info[1]);
         snprintf(block_arg, sizeof block_arg, "%d", block[0]);
-        full[k++] = "--info-fd";
-        full[k++] = info_arg;
-        full[k++] = "--block-fd";
-        full[k++] = block_arg;
+        argv_push(&full, "--info-fd");
+        argv_push(&full, info_arg);
+        argv_push(&full, "--block-fd");
+        argv_push(&full, block_arg);
     }
-    for (int j = 1; j < c->ncmd; j++) full[k++] = c->cmd[j];
-    full[k] = NULL;
+    if (image_root && root_entries(&full, image_root, c) < 0) {
+        fprintf(stderr, "airlock-jail: cannot list the image root %s: %s\n", image_root, strerror(errno));
+        _exit(125);
+    }
+    for (int j = 1; j < c->ncmd; j++) argv_push(&full, c->cmd[j]);
     struct rlimit core = {0, 0};
     setrlimit(RLIMIT_CORE, &core);
     signal(SIGPIPE, SIG_DFL);
@@ -507,8 +761,8 @@ static void child_main(struct config *c, int go_fd, int joined_fd, int info[2], 
     }
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     char *envp[] = {NULL};
-    execve(full[0], full, envp);
-    fprintf(stderr, "airlock-jail: cannot run %s: %s\n", full[0], strerror(errno));
+    execve(full.v[0], full.v, envp);
+    fprintf(stderr, "airlock-jail: cannot run %s: %s\n", full.v[0], strerror(errno));
     _exit(125);
 }
 
@@ -613,6 +867,95 @@ static pid_t read_child_pid(int fd, int timeout_ms) {
     return -1;
 }
 
+/* The captured log (--log-file / --result): the first log_cap bytes, and how many were dropped. */
+static char *log_buf;
+static long long log_len, log_dropped;
+
+static int pump_log(int fd, long long cap) {  /* -1 at EOF */
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) return -1;
+        if (n < 0) return 0;
+        long long room = cap - log_len;
+        long long keep = room > 0 ? (n < room ? n : room) : 0;
+        if (keep > 0) { memcpy(log_buf + log_len, chunk, (size_t)keep); log_len += keep; }
+        log_dropped += n - keep;
+        if (n < (ssize_t)sizeof chunk) return 0;  /* nonblocking: drained for now */
+    }
+}
+
+/* Read what is left once every writer is dead (EOF), or give up after timeout_ms. */
+static void drain_log(int fd, long long cap, int timeout_ms) {
+    struct pollfd p = {fd, POLLIN, 0};
+    while (poll(&p, 1, timeout_ms) > 0)
+        if (pump_log(fd, cap) < 0 || (p.revents & POLLERR)) return;
+}
+
+static void base64(FILE *f, const unsigned char *b, size_t n) {
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    fputc('"', f);
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)b[i] << 16 | (i + 1 < n ? (unsigned)b[i + 1] << 8 : 0) | (i + 2 < n ? b[i + 2] : 0);
+        fputc(t[v >> 18 & 63], f);
+        fputc(t[v >> 12 & 63], f);
+        fputc(i + 1 < n ? t[v >> 6 & 63] : '=', f);
+        fputc(i + 2 < n ? t[v & 63] : '=', f);
+    }
+    fputc('"', f);
+}
+
+/* --result: the status, the log and the agent's output file in one JSON document (written
+   after every process of the run is dead, so the agent cannot forge it). The output is read
+   only if it is a regular file (O_NOFOLLOW: the agent controls its directory). */
+static int write_result(const char *path, const char *status_json, const struct config *c) {
+    unsigned char *out = NULL;
+    long long out_len = -1;
+    int out_trunc = 0;
+    if (c->output_file) {
+        int fd = open(c->output_file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            out = malloc((size_t)c->output_cap + 1);
+            out_len = 0;
+            while (out && out_len < c->output_cap + 1) {
+                ssize_t n = read(fd, out + out_len, (size_t)(c->output_cap + 1 - out_len));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                out_len += n;
+            }
+            if (out_len > c->output_cap) { out_len = c->output_cap; out_trunc = 1; }
+        }
+        if (fd >= 0) close(fd);
+    }
+    char tmp[PATH_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) { free(out); return -1; }
+    FILE *f = fdopen(fd, "w");
+    if (!f) { close(fd); free(out); return -1; }
+    fprintf(f, "{\"status\": %s, \"logs_b64\": ", status_json);
+    base64(f, (const unsigned char *)(log_buf ? log_buf : ""), (size_t)log_len);
+    fprintf(f, ", \"logs_truncated\": %s, \"output_b64\": ", log_dropped ? "true" : "false");
+    if (out && out_len >= 0) base64(f, out, (size_t)out_len); else fprintf(f, "null");
+    fprintf(f, ", \"output_truncated\": %s}\n", out_trunc ? "true" : "false");
+    free(out);
+    if (fflush(f) != 0) { fclose(f); return -1; }
+    fclose(f);
+    return rename(tmp, path);
+}
+
+/* --out-dir: the agent's output directory, owned by the sandbox user (never through a link). */
+static int make_out_dir(const char *path, uid_t uid, gid_t gid) {
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) return -1;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fchown(fd, uid, gid) < 0 || fchmod(fd, 0700) < 0 ? -1 : 0;
+    close(fd);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t_start);
     struct config cfg;
@@ -635,9 +978,22 @@ int main(int argc, char **argv) {
     int have_status = 0, wstatus = 0, timed_out = 0, cancelled = 0, v2 = 0;
     pid_t child = -1, slirp_pid = -1;
     int pidfd = -1, go[2] = {-1, -1}, joined[2] = {-1, -1};
-    int info[2] = {-1, -1}, block[2] = {-1, -1};
+    int info[2] = {-1, -1}, block[2] = {-1, -1}, logp[2] = {-1, -1};
+    int capture = !cfg.warm && (cfg.log_file || cfg.result);
 
-    if (discover(parent, cfg.name) < 0) goto finish;
+    if (cfg.out_dir && make_out_dir(cfg.out_dir, cfg.uid, cfg.gid) < 0) {
+        set_error("cannot create the output directory %s: %s", cfg.out_dir, strerror(errno));
+        goto finish;
+    }
+    if (capture) {
+        log_buf = malloc((size_t)cfg.log_cap + 1);
+        if (!log_buf || pipe2(logp, O_CLOEXEC) < 0) {
+            set_error("log capture: %s", strerror(errno));
+            goto finish;
+        }
+        fcntl(logp[0], F_SETFL, O_NONBLOCK);
+    }
+    if (discover(parent, cfg.name, cfg.nest) < 0) goto finish;
     for (int d = 0; d < ndirs; d++) {
         struct cgdir *cg = &dirs[d];
         v2 |= cg->v2;
@@ -663,8 +1019,10 @@ int main(int argc, char **argv) {
     if (child == 0) {
         if (go[1] >= 0) close(go[1]);
         if (joined[0] >= 0) close(joined[0]);
-        child_main(&cfg, go[0], joined[1], info, block, &oldmask);
+        if (logp[0] >= 0) close(logp[0]);
+        child_main(&cfg, go[0], joined[1], info, block, logp[1], &oldmask);
     }
+    if (logp[1] >= 0) { close(logp[1]); logp[1] = -1; }
     if (go[0] >= 0) close(go[0]);
     if (joined[1] >= 0) close(joined[1]);
     pidfd = (int)syscall(SYS_pidfd_open, child, 0);
@@ -739,11 +1097,18 @@ int main(int argc, char **argv) {
                 signal(SIGPIPE, SIG_DFL);
                 sigprocmask(SIG_SETMASK, &oldmask, NULL);
                 prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-                char *sargv[] = {(char *)cfg.slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-                                 "--enable-sandbox", "--enable-seccomp", "--netns-type=path", ready_arg,
-                                 ns_arg, "tap0", NULL};
+                if (cfg.shield && shield_mounts(cfg.shield, 0) < 0) {
+                    fprintf(stderr, "airlock-jail: cannot shield slirp4netns from the image: %s\n", strerror(errno));
+                    _exit(125);
+                }
+                struct argv_buf sargv = {0};
+                program_argv(&sargv, &cfg, cfg.slirp);
+                const char *sopts[] = {"--configure", "--mtu=65520", "--disable-host-loopback",
+                                       "--enable-sandbox", "--enable-seccomp", "--netns-type=path", ready_arg,
+                                       ns_arg, "tap0", NULL};
+                for (int i = 0; sopts[i]; i++) argv_push(&sargv, sopts[i]);
                 char *senv[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-                execve(cfg.slirp, sargv, senv);
+                execve(sargv.v[0], sargv.v, senv);
                 fprintf(stderr, "airlock-jail: cannot run %s: %s\n", cfg.slirp, strerror(errno));
                 _exit(125);
             }
@@ -771,8 +1136,9 @@ int main(int argc, char **argv) {
         }
     }
     close(block[1]);
-    close(info[0]);
-    block[1] = info[0] = -1;
+    block[1] = -1;
+    /* info[0] stays open until the end: bubblewrap may still write to its --info-fd after the
+       pid we read, and a closed reader would kill it with SIGPIPE. */
 
     /* Wait for bubblewrap to end, for the deadline, or for a cancellation. */
     for (;;) {
@@ -781,10 +1147,14 @@ int main(int argc, char **argv) {
         long long left_ms = (long long)(deadline.tv_sec - now.tv_sec) * 1000 +
                             (deadline.tv_nsec - now.tv_nsec) / 1000000;
         if (left_ms <= 0) { timed_out = 1; break; }
-        struct pollfd p[2] = {{pidfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int n = poll(p, 2, (int)(left_ms > 1000 ? 1000 : left_ms + 1));
+        struct pollfd p[3] = {{pidfd, POLLIN, 0}, {sfd, POLLIN, 0}, {logp[0], POLLIN, 0}};
+        int n = poll(p, logp[0] >= 0 ? 3 : 2, (int)(left_ms > 1000 ? 1000 : left_ms + 1));
         if (n < 0 && errno != EINTR) { set_error("poll: %s", strerror(errno)); break; }
         if (n > 0 && (p[1].revents & POLLIN)) { cancelled = 1; break; }
+        if (n > 0 && logp[0] >= 0 && (p[2].revents & (POLLIN | POLLHUP)) && pump_log(logp[0], cfg.log_cap) < 0) {
+            close(logp[0]);  /* every writer is gone */
+            logp[0] = -1;
+        }
         pid_t w = waitpid(child, &wstatus, WNOHANG);
         if (w == child) { have_status = 1; break; }
     }
@@ -798,6 +1168,7 @@ reap:
 finish:;
     /* Nothing of the run outlives it: orphans, daemons, stragglers. */
     if (ndirs && kill_cgroups(rel) < 0) set_error("processes of the run survived SIGKILL");
+    if (info[0] >= 0) close(info[0]);
     if (slirp_pid > 0) { kill(slirp_pid, SIGKILL); waitpid(slirp_pid, NULL, 0); }
     long long oom_kill = -1, peak = -1, failcnt = -1;
     for (int d = 0; d < ndirs; d++) {
@@ -817,9 +1188,23 @@ finish:;
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
+    if (logp[0] >= 0) drain_log(logp[0], cfg.log_cap, 1000);  /* the writers are dead: what is left */
     if (!status_path[0]) return 125;
-    if (write_status(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2) < 0) {
+    char *status = status_json(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2);
+    if (!status) return 125;
+    char *line = malloc(strlen(status) + 2);
+    if (!line) return 125;
+    sprintf(line, "%s\n", status);
+    if (write_atomic(status_path, line, strlen(line), 0600) < 0) {
         fprintf(stderr, "airlock-jail: cannot write %s: %s\n", status_path, strerror(errno));
+        return 125;
+    }
+    if (cfg.log_file && log_buf && write_atomic(cfg.log_file, log_buf, (size_t)log_len, 0600) < 0) {
+        fprintf(stderr, "airlock-jail: cannot write %s: %s\n", cfg.log_file, strerror(errno));
+        return 125;
+    }
+    if (cfg.result && write_result(cfg.result, status, &cfg) < 0) {
+        fprintf(stderr, "airlock-jail: cannot write %s: %s\n", cfg.result, strerror(errno));
         return 125;
     }
     return 0;

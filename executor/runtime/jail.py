@@ -35,6 +35,8 @@ token keeps even that unguessable for other processes of uid 65534 on the host.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ctypes
 import errno
@@ -58,12 +60,15 @@ from pydantic import AliasChoices, Field
 from agents.limits import Limits
 from executor.base_image import DEFAULT_TAG as DEFAULT_PROBE_IMAGE
 from executor.jail.build import BuildError, supervisor_path
+from executor.jail.bundle import (
+    FD_BASE,
+    SANDBOX_UID,
+    SLIRP_RESOLV,
+    bwrap_options,
+    limit_options,
+)
 from executor.jail.seccomp import SeccompUnavailable, compile_filter
 from executor.runtime.base import (
-    INPUT_PATH,
-    OUTPUT_DIR,
-    OUTPUT_PATH,
-    SECRETS_DIR,
     RunSpec,
     RuntimeFactory,
     RuntimeSettings,
@@ -74,14 +79,6 @@ from executor.runtime.base import (
 
 log = logging.getLogger(__name__)
 
-SANDBOX_UID = 65534
-TMP_SIZE = 32 << 20  # the agent's /tmp; charged to its memory cgroup as well
-SHM_SIZE = 16 << 20  # /dev/shm
-RUN_SIZE = 1 << 20  # /run (secrets only)
-# Processes of the jail itself inside the run's cgroup: bubblewrap and its pid-1 reaper. The
-# pids limit is raised by this much so the agent gets exactly ``limits.pids``.
-JAIL_PIDS = 2
-CPU_PERIOD_US = 100_000
 # After the deadline, how long the supervisor may take to kill the cgroup and report before
 # the executor stops waiting for it (it normally needs milliseconds).
 SUPERVISOR_GRACE_SECONDS = 10.0
@@ -89,11 +86,9 @@ LOG_DRAIN_SECONDS = 1.0
 EXIT_SIGKILL = 128 + 9
 SUPERVISOR_FAILED = 125
 READ_CHUNK = 1 << 18
-FD_BASE = 100  # descriptors given to bubblewrap: above any the supervisor itself uses
 WARM_POOL = 2  # supervisors started ahead of need, per runtime
 # Top-level names of the image that the jail provides itself.
 PROVIDED = frozenset({"proc", "dev", "tmp", "run", "sys", "airlock"})
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PROBE_OUTPUT = b'{"probe": "ok"}'
 PROBE_SCRIPT = f"printf '%s' '{PROBE_OUTPUT.decode()}' > \"$AIRLOCK_OUTPUT\""
@@ -606,43 +601,16 @@ class JailRuntime:
             log.warning("could not remove %s: %s", work, e)
 
     def _bwrap_args(self, spec: RunSpec, rootfs: _Rootfs, work: Path, fds: dict[str, int]) -> list[str]:
-        """bubblewrap's options (given to it through ``--args``, not on its command line)."""
-        a = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-             "--new-session", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-             "--hostname", "airlock", "--cap-drop", "ALL", "--clearenv"]
-        env = dict(rootfs.env)
-        env.setdefault("PATH", DEFAULT_PATH)
-        env.setdefault("HOME", "/tmp")
-        env |= {"AIRLOCK_INPUT": INPUT_PATH, "AIRLOCK_OUTPUT": OUTPUT_PATH,
-                "AIRLOCK_RUN_ID": spec.run_id}
-        if spec.secrets:
-            env["AIRLOCK_SECRETS_DIR"] = SECRETS_DIR
-        env |= dict(spec.env)
-        for k, v in env.items():
-            a += ["--setenv", k, v]
+        """bubblewrap's options (given to it through ``--args``, not on its command line): the
+        image's top-level entries bound read-only, then the jail's own (``bwrap_options``)."""
+        a: list[str] = []
         for name, kind, target in rootfs.entries:
             if kind == "link":
                 a += ["--symlink", target, f"/{name}"]
             else:
                 a += ["--ro-bind", str(rootfs.path / name), f"/{name}"]
-        a += ["--proc", "/proc", "--dev", "/dev",
-              "--size", str(SHM_SIZE), "--perms", "1777", "--tmpfs", "/dev/shm",
-              "--remount-ro", "/dev",
-              "--size", str(TMP_SIZE), "--perms", "1777", "--tmpfs", "/tmp",
-              "--size", str(RUN_SIZE), "--perms", "0755", "--tmpfs", "/run"]
-        if spec.secrets:
-            a += ["--perms", "0500", "--dir", SECRETS_DIR]
-            for i, name in enumerate(spec.secrets):
-                a += ["--perms", "0400", "--ro-bind-data", str(fds[f"secret-{i}"]),
-                      f"{SECRETS_DIR}/{name}"]
-        a += ["--remount-ro", "/run",
-              "--perms", "0755", "--dir", "/airlock",
-              "--perms", "0444", "--ro-bind-data", str(fds["input"]), INPUT_PATH,
-              "--bind", str(work / "out"), OUTPUT_DIR]
-        if spec.network and rootfs.has_resolv_conf:
-            a += ["--ro-bind-data", str(fds["resolv"]), "/etc/resolv.conf"]
-        a += ["--remount-ro", "/", "--seccomp", str(fds["seccomp"]), "--chdir", rootfs.workdir]
-        return a
+        return a + bwrap_options(spec, env=dict(rootfs.env), workdir=rootfs.workdir, fds=fds,
+                                 out_dir=str(work / "out"))
 
     def _run_options(self, spec: RunSpec, rootfs: _Rootfs, work: Path) -> list[str]:
         """The supervisor's options for this run, from ``--name`` on (given on its command
@@ -650,7 +618,6 @@ class JailRuntime:
         seccomp, input, secrets) are opened by the supervisor as root (``--fd N:PATH``), so
         nothing but the output directory needs to be reachable by the sandbox user."""
         assert self.bwrap is not None and self.seccomp_path is not None
-        lim = spec.limits
         argv = list(spec.entrypoint) if spec.entrypoint else list(rootfs.argv)
         if not argv:
             raise _StartFailure(f"image {spec.image} has no entrypoint or command, and the run gave none")
@@ -664,17 +631,12 @@ class JailRuntime:
         if spec.network and rootfs.has_resolv_conf:
             fds["resolv"] = FD_BASE + 3
             paths["resolv"] = private / "resolv.conf"
-            # slirp4netns's built-in DNS forwarder
-            paths["resolv"].write_bytes(b"nameserver 10.0.2.3\n")
+            paths["resolv"].write_bytes(SLIRP_RESOLV)
         args = self._bwrap_args(spec, rootfs, work, fds)
         paths["args"].write_bytes(b"".join(x.encode() + b"\0" for x in args))
         opts = ["--name", spec.sandbox_name,
                 "--cgroup-parent", self.cgroup_parent,
-                "--memory", str(int(lim.memory_mib) << 20),
-                "--pids", str(int(lim.pids) + JAIL_PIDS),
-                "--cpu-quota-us", str(max(1000, int(float(lim.cpus) * CPU_PERIOD_US))),
-                "--cpu-period-us", str(CPU_PERIOD_US),
-                "--timeout-ms", str(int(float(lim.timeout_seconds) * 1000)),
+                *limit_options(spec),
                 "--status", str(private / "status.json"),
                 "--pidfile", str(private / "supervisor.pid")]  # fmt: skip
         for key, fd in fds.items():
@@ -917,6 +879,36 @@ class JailRuntime:
         for work in works:
             self._remove_work(work)
         return found
+
+
+def result_from_document(text: str | bytes, *, duration_seconds: float,
+                         image_digest: str | None = None) -> SandboxResult:
+    """A SandboxResult from the supervisor's ``--result`` document (the jail inside a
+    privileged container: status, base64 logs and output, written once the run's processes
+    were all dead), judged exactly as the host runtime judges its status file."""
+    try:
+        doc = json.loads(text)
+        status = doc["status"]
+        logs = base64.b64decode(doc["logs_b64"], validate=True)
+        out_b64 = doc.get("output_b64")
+        output = None if out_b64 is None else base64.b64decode(out_b64, validate=True)
+        if not isinstance(status, dict):
+            raise TypeError("status is not an object")
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        return SandboxResult(Termination.START_FAILED, None, None, False, b"", False, duration_seconds,
+                             detail=f"unreadable jail result: {e}", image_digest=image_digest)
+    sink = _LogSink(len(logs))
+    sink.feed(logs)
+    termination, exit_code, detail = JailRuntime._judge(status, None, sink, asyncio.Event())
+    peak = status.get("peak_memory_bytes")
+    return SandboxResult(
+        termination=termination, exit_code=exit_code, output=output,
+        output_truncated=bool(doc.get("output_truncated")), logs=logs,
+        logs_truncated=bool(doc.get("logs_truncated")),
+        duration_seconds=float(status.get("duration_seconds") or duration_seconds),
+        peak_memory_bytes=peak if isinstance(peak, int) else None, detail=detail,
+        image_digest=image_digest,
+    )  # fmt: skip
 
 
 class _StartFailure(Exception):
