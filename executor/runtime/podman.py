@@ -16,8 +16,15 @@ bounded by its ``size=`` and charged to the writer's memory cgroup.
 Why a per-run cgroup parent (``--cgroup-parent=airlock/<sandbox_name>`` with
 ``--cgroups=no-conmon``): the container's own cgroup is deleted the moment it exits, but the
 parent keeps the hierarchical peak (``memory.max_usage_in_bytes`` / ``memory.peak``) until we
-remove it, and holds nothing but the container. Peak memory is also how OOM is recognised
-where podman's ``State.OOMKilled`` stays false (podman 4.3 + runc on cgroup v1 never sets it).
+remove it, and holds nothing but the container.
+
+How OOM is recognised: podman's ``State.OOMKilled`` stays false here (podman 4.3 + runc on
+cgroup v1 never sets it), and an exit code or a peak near the limit is something the agent can
+produce itself (fill memory to just under the limit, then SIGKILL itself). The evidence used is
+conmon's: conmon listens to the container cgroup's OOM notifications (the kernel's eventfd) and,
+on one, creates a file named ``oom`` in its working directory. ``podman run`` is started in the
+run's private work dir (root-only; the agent sees only its ``out/`` subdirectory), so
+``<work>/oom`` exists exactly when the kernel OOM-killed something in this container.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ DEADLINE_GRACE_SECONDS = 3
 # (containers, work dirs, cgroups) are reaped by the next executor starting on this host.
 LIVENESS_DIR = Path("/run/airlock-executors")
 LOG_DRAIN_SECONDS = 1.0  # after the client exits, how long the log pipe may take to close
-OOM_MARGIN_BYTES = 1 << 20  # peak within 1 MiB of the limit + SIGKILL = the OOM killer
+CONMON_OOM_FILE = "oom"  # created by conmon, in its cwd, when the kernel OOM-kills in the container
 EXIT_SIGKILL = 128 + 9
 READ_CHUNK = 1 << 18
 
@@ -528,6 +535,7 @@ class PodmanRuntime:
             work = await asyncio.to_thread(self._prepare, spec)
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(spec, work),
+                cwd=work,  # where conmon (a child of podman) leaves its OOM evidence
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,  # one pipe: stdout and stderr interleaved
@@ -562,7 +570,7 @@ class PodmanRuntime:
                 # conmon's deadline backstop (--timeout) ended it before our own timer did.
                 termination = Termination.TIMED_OUT
             elif exit_code != 0 and exit_code is not None:
-                termination, exit_code, detail = await self._diagnose(spec, exit_code, peak, sink)
+                termination, exit_code, detail = await self._diagnose(spec, exit_code, peak, sink, work)
             return SandboxResult(
                 termination=termination,
                 exit_code=exit_code,
@@ -595,7 +603,7 @@ class PodmanRuntime:
         await asyncio.to_thread(self._cleanup_host, spec.sandbox_name)
 
     async def _diagnose(
-        self, spec: RunSpec, exit_code: int, peak: int | None, sink: _LogSink
+        self, spec: RunSpec, exit_code: int, peak: int | None, sink: _LogSink, work: Path
     ) -> tuple[Termination, int | None, str]:
         """A non-zero exit: did the agent fail, did the kernel OOM-kill it, or did it never run?"""
         rc, out, err = await self._podman(
@@ -612,9 +620,9 @@ class PodmanRuntime:
         if state.get("Error") or str(state.get("StartedAt", "")).startswith("0001-"):
             return Termination.START_FAILED, None, state.get("Error") or tail
         code = int(state.get("ExitCode", exit_code))
-        limit = int(spec.limits.memory_mib) * (1 << 20)
-        near_limit = peak is not None and peak >= limit - OOM_MARGIN_BYTES
-        if state.get("OOMKilled") or (code == EXIT_SIGKILL and near_limit):
+        # Only the kernel's word counts (see the module docstring), never the exit code alone.
+        oom_seen = (work / CONMON_OOM_FILE).exists()
+        if state.get("OOMKilled") or (code == EXIT_SIGKILL and oom_seen):
             return Termination.OOM_KILLED, code, f"peak memory {peak} bytes"
         return Termination.EXITED, code, ""
 

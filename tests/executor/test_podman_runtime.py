@@ -349,6 +349,22 @@ async def test_self_sigkill_well_under_the_memory_limit_is_a_failure_not_an_oom(
 
 
 @podman
+async def test_self_sigkill_at_the_memory_limit_is_a_failure_not_an_oom(
+    podman_runtime: PodmanRuntime, misbehave_image: str, misbehave_manifest: Manifest
+) -> None:
+    # The agent reads its own cgroup, fills memory to within 1 MiB of the 64 MiB limit without
+    # tripping it, then SIGKILLs itself: exit 137 with a peak at the limit, everything an OOM
+    # shows from outside except the kernel's own notification (conmon's), which never came.
+    result, outcome = await run_agent(
+        podman_runtime, misbehave_image, misbehave_manifest, "kill_self", {"to_limit": True}
+    )
+    assert result.termination is Termination.EXITED and result.exit_code == 137, result
+    assert result.peak_memory_bytes is not None
+    assert result.peak_memory_bytes >= (64 << 20) - (1 << 20), "the fake did not reach the limit"
+    assert (outcome.state, outcome.reason) == ("FAILED", "agent exited with code 137")
+
+
+@podman
 async def test_cancel_before_start_runs_nothing(
     podman_runtime: PodmanRuntime, misbehave_image: str, misbehave_manifest: Manifest
 ) -> None:

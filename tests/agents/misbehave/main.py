@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agents import AgentError, serve
@@ -98,8 +99,24 @@ def write_outside(inp: dict[str, Any]) -> dict[str, Any]:
     return {"results": results, "owners": owners}
 
 
+def _cgroup_memory() -> tuple[Path, Path] | None:
+    """(usage file, limit file) of this sandbox's memory cgroup, as the agent sees them."""
+    for usage, limit in (("memory.usage_in_bytes", "memory.limit_in_bytes"),
+                         ("memory.current", "memory.max")):
+        root = Path("/sys/fs/cgroup/memory") if usage.startswith("memory.usage") else Path("/sys/fs/cgroup")
+        if (root / usage).exists() and (root / limit).exists():
+            return root / usage, root / limit
+    return None
+
+
 def kill_self(inp: dict[str, Any]) -> dict[str, Any]:
     held = [bytearray(b"x" * (1 << 20)) for _ in range(int(inp.get("mib", 0)))]
+    files = _cgroup_memory() if inp.get("to_limit") else None
+    if files is not None:  # creep up to just under the limit, as a real OOM's peak would be
+        usage, limit = files
+        ceiling = int(limit.read_text()) - (384 << 10)
+        while int(usage.read_text()) + (64 << 10) < ceiling:
+            held.append(bytearray(b"x" * (64 << 10)))
     sys.stdout.write("MemoryError: Cannot allocate memory\n")  # as an OOM'd program might
     sys.stdout.flush()
     os.kill(os.getpid(), signal.SIGKILL)
