@@ -31,9 +31,6 @@ class ExecutorSettings(CommonSettings):
     runtime: str = Field(default="auto", description="sandbox runtime: one of "
                          f"{', '.join(runtime_names())} (auto: dagger if reachable, else jail where it "
                          "runs, else podman)")
-    engine_has_egress: bool = Field(
-        default=False, description="dagger runtime only: the engine can reach the internet, so this "
-        "executor takes only runs granted network egress (and an engine without takes none of them)")
     relay_events: bool = Field(default=False, description="also run the NATS event relay in this "
                                "process (AIRLOCK_NATS_* settings; see docs/events.md)")
     slots: int = Field(default=2, ge=1, le=256, description="runs executed at once")
@@ -47,6 +44,10 @@ class ExecutorSettings(CommonSettings):
     secrets_dir: Path | None = Field(default=None, description="one file per secret, named after it")
     secrets_env_prefix: str = Field(default="AIRLOCK_SECRET_",
                                     description="or environment variables <prefix><NAME>")
+    jail_bundle_dir: Path | None = Field(
+        default=None, description="dagger runtime: where the jail's read-only bundle (its supervisor, "
+        "bwrap, slirp4netns and their libraries, from this host) is assembled; unset: "
+        "$XDG_CACHE_HOME/airlock/jail or ~/.cache/airlock/jail")
     podman_work_root: Path = Field(default=Path("/run/airlock"),
                                    description="per-run scratch directories (podman runtime)")
     podman_probe_image: str = Field(

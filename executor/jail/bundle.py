@@ -76,8 +76,32 @@ def _libraries(program: Path) -> list[Path]:
     return libs
 
 
+def is_static(program: Path) -> bool:
+    """True when ``program`` is an ELF executable with no program interpreter (``PT_INTERP``):
+    it loads no dynamic loader and no library, so nothing of the filesystem it runs on."""
+    with program.open("rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:  # ELF64, little-endian only
+            raise BundleError(f"{program} is not a 64-bit little-endian ELF executable")
+        phoff = int.from_bytes(head[0x20:0x28], "little")
+        phentsize = int.from_bytes(head[0x36:0x38], "little")
+        phnum = int.from_bytes(head[0x38:0x3A], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    pt_interp = 3
+    return all(int.from_bytes(table[i:i + 4], "little") != pt_interp
+               for i in range(0, len(table), phentsize))
+
+
 def bundle_files(supervisor: Path, bwrap: Path, slirp4netns: Path) -> dict[str, Path]:
-    """What the bundle holds: its relative path -> the host file it is copied from."""
+    """What the bundle holds: its relative path -> the host file it is copied from.
+
+    The supervisor is the exec's first program and runs as root before anything covers the
+    image's ``/etc``: it must be static, or the image's loader (and ``/etc/ld.so.preload``)
+    would run with it. bwrap and slirp4netns run later, through the bundle's loader."""
+    if not is_static(supervisor):
+        raise BundleError(f"the jail supervisor {supervisor} is dynamically linked; the bundle "
+                          "needs a static build (Debian: apt-get install libc6-dev, for libc.a)")
     files: dict[str, Path] = {SUPERVISOR: supervisor, "bwrap": bwrap, "slirp4netns": slirp4netns}
     for program in (bwrap, slirp4netns):
         for lib in _libraries(program):

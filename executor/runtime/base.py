@@ -120,9 +120,9 @@ class SandboxRuntime(Protocol):
     """One sandbox technology (podman, dagger, ...)."""
 
     name: str
-    # Which runs this runtime may take: None = any (network chosen per run, as podman does);
-    # True = only runs granted egress; False = only runs without (a Dagger engine's network
-    # is fixed by where the engine runs).
+    # Which runs this runtime may take: None = any (network chosen per run: every runtime
+    # here, the Dagger one included, whose jail decides it inside the exec); True = only runs
+    # granted egress; False = only runs without (a runtime whose network were fixed).
     network_pool: bool | None
 
     async def check(self) -> None:

@@ -1,13 +1,20 @@
-"""The Dagger sandbox runtime (production): one fresh exec per attempt on a Dagger engine.
+"""The Dagger sandbox runtime (production): one fresh exec per attempt on a Dagger engine,
+with the jail inside it.
 
-Limits: Dagger's ``withExec`` has none, so every exec runs the agent under
-``limits_wrapper.py`` (wall clock, address space, processes, file size, capped logs), and this
-side adds an ``asyncio.timeout`` backstop in case the engine itself stalls.
+Dagger's ``withExec`` has no memory, CPU or pids limit and no switch to turn the network off,
+so every exec runs the jail (``executor/jail``): the exec is started with
+``insecureRootCapabilities`` and runs the jail's supervisor from a read-only bundle this
+executor supplies (``executor.jail.bundle``: the static supervisor, ``bwrap``,
+``slirp4netns``, their libraries and loader, the seccomp filter). The supervisor gives the run
+its own cgroup (memory = swap, pids, cpu), kills it at the deadline, reads OOM from the cgroup's
+counters and starts the agent through bubblewrap as uid 65534 in new namespaces, with no
+capabilities, no-new-privileges, seccomp and a read-only root; network only when the run was
+granted egress (slirp4netns), decided per run, so one engine serves runs with and without.
+The image is only the jail's root filesystem: its configuration (command, environment, working
+directory) is read here, once per image digest, and handed to the jail; nothing from the image
+runs with privileges. See docs/security.md for the trust model.
 
-Network: ``withExec`` has no switch to turn the network off. Egress is denied by where the
-engine runs: on an internal-only network (docker-compose), see docs/security.md. The runtime
-cannot check that, so it is told (``engine_has_egress``) and refuses runs the engine cannot
-honour instead of running them with the wrong network.
+A client-side ``asyncio.timeout`` is the backstop in case the engine itself stalls.
 
 Client: ``dagger.Connection(dagger.Config(retry=None))``. With the SDK's default retry policy
 a request that times out is sent again (several times) and other requests on the client are
@@ -18,21 +25,23 @@ session when the SDK started one, which is how a cancelled run's exec is torn do
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import os
+import platform
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import dagger
+from pydantic import Field
 
+from executor.jail.bundle import Bundle, BundleError, ImageConfig, host_bundle
 from executor.runtime.base import (
     RunSpec,
     RuntimeFactory,
@@ -41,18 +50,22 @@ from executor.runtime.base import (
     SandboxResult,
     Termination,
 )
-from executor.runtime.dagger_pipeline import (
-    DEFAULT_KILL_GRACE_SECONDS,
-    RESULT_PATH,
-    agent_container,
-    image_command,
-    run_request_json,
-)
+from executor.runtime.dagger_pipeline import RESULT_PATH, image_config, jail_container
+from executor.runtime.jail import result_from_document
 
 ConnectFactory = Callable[[], AbstractAsyncContextManager[dagger.Client]]
 
 PROBE_TIMEOUT_SECONDS = 1.0
 DETAIL_MAX = 2000  # characters of an engine error kept in SandboxResult.detail
+IMAGE_CONFIGS_KEPT = 256  # image configurations cached (per digest-pinned reference)
+# The engine's platform names for this host's machine: the bundle is this host's programs.
+_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def default_bundle_dir() -> Path:
+    """Where the jail's bundle is assembled when ``jail_bundle_dir`` is unset."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "airlock" / "jail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,32 +179,34 @@ class DaggerRuntime:
     """SandboxRuntime on a Dagger engine (see the module docstring for the why)."""
 
     name = "dagger"
+    network_pool: bool | None = None  # network is decided per run, inside the exec (the jail)
 
     def __init__(
         self,
         *,
-        engine_has_egress: bool = False,
+        bundle_dir: Path | None = None,
+        bundle: Bundle | None = None,
         start_timeout_seconds: float = 300.0,
         backstop_grace_seconds: float = 30.0,
-        kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
         cancel_wait_seconds: float = 1.0,
         check_timeout_seconds: float = 30.0,
         log_output: TextIO | None = None,
         connect: ConnectFactory | None = None,
     ) -> None:
-        """``start_timeout_seconds`` bounds connecting and pulling the image;
-        ``backstop_grace_seconds`` is added to the run's timeout (and the wrapper's kill grace)
-        for the client-side backstop; ``connect`` replaces ``dagger.Connection`` (tests)."""
-        self.engine_has_egress = engine_has_egress
-        # The engine's network is fixed: this executor takes only the runs it can honour.
-        self.network_pool: bool | None = engine_has_egress
+        """``bundle_dir``: where the jail's bundle is assembled from this host's programs
+        (default ``default_bundle_dir()``); ``bundle`` gives one already assembled.
+        ``start_timeout_seconds`` bounds connecting, pulling the image and reading its
+        configuration; ``backstop_grace_seconds`` is added to the run's timeout for the
+        client-side backstop; ``connect`` replaces ``dagger.Connection`` (tests)."""
+        self.bundle_dir = bundle_dir or default_bundle_dir()
+        self._bundle = bundle
         self.start_timeout_seconds = start_timeout_seconds
         self.backstop_grace_seconds = backstop_grace_seconds
-        self.kill_grace_seconds = kill_grace_seconds
         self.cancel_wait_seconds = cancel_wait_seconds
         self.check_timeout_seconds = check_timeout_seconds
         self._log_output = log_output
         self._connect_factory = connect
+        self._configs: OrderedDict[str, ImageConfig] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()  # cancelled attempts still closing
 
     def _connect(self) -> AbstractAsyncContextManager[dagger.Client]:
@@ -200,13 +215,25 @@ class DaggerRuntime:
         _ensure_cli()
         return dagger.Connection(dagger.Config(retry=None, log_output=self._log_output))
 
+    async def bundle(self) -> Bundle:
+        """The jail's bundle (assembled once; raises RuntimeUnavailable saying what is missing)."""
+        if self._bundle is None:
+            try:
+                self._bundle = await asyncio.to_thread(host_bundle, self.bundle_dir)
+            except (BundleError, OSError) as e:
+                raise RuntimeUnavailable(f"dagger runtime: cannot assemble the jail's bundle "
+                                         f"in {self.bundle_dir}: {e}") from e
+        return self._bundle
+
     async def check(self) -> None:
         probe = await probe_engine()
         if probe.reachable is False:
             raise RuntimeUnavailable(f"no Dagger engine reachable ({probe.reason})")
+        await self.bundle()
         try:  # reachable or unknown: a real session proves it
             async with asyncio.timeout(self.check_timeout_seconds), self._connect() as client:
                 await client.version()
+                engine_platform = str(await client.default_platform())
         except TimeoutError:
             raise RuntimeUnavailable(
                 f"Dagger engine did not answer within {self.check_timeout_seconds:g}s "
@@ -214,12 +241,18 @@ class DaggerRuntime:
             ) from None
         except (dagger.DaggerError, OSError) as e:
             raise RuntimeUnavailable(f"Dagger engine unusable: {_first_lines(e)}") from e
+        arch = _ARCHES.get(platform.machine(), platform.machine())
+        if engine_platform.split("/")[1:2] != [arch]:
+            raise RuntimeUnavailable(
+                f"the Dagger engine runs {engine_platform}, but the jail's bundle holds this "
+                f"host's linux/{arch} programs")
 
     async def reap(self, run_id: str) -> int:
         # Nothing to find: an exec exists only inside the session that asked for it, and the
         # engine cancels it when that session ends (also when the executor process dies, which
         # closes the session). There is no named container per run, and the API offers no way
-        # to list or stop another session's execs.
+        # to list or stop another session's execs. The jail inside dies with the exec
+        # (bubblewrap runs with --die-with-parent; the supervisor kills its cgroup).
         return 0
 
     # --- run -------------------------------------------------------------------------------
@@ -228,18 +261,6 @@ class DaggerRuntime:
         started = time.monotonic()
         if cancel.is_set():
             return self._result(Termination.CANCELLED, started, detail="cancelled before start")
-        if spec.network and not self.engine_has_egress:
-            return self._result(
-                Termination.START_FAILED, started,
-                detail="the run asks for network egress, but this Dagger engine runs on an "
-                "internal-only network",
-            )
-        if not spec.network and self.engine_has_egress:
-            return self._result(
-                Termination.START_FAILED, started,
-                detail="this Dagger engine has network egress and withExec cannot deny it; "
-                "refusing a run without network permission",
-            )
         attempt = asyncio.create_task(self._attempt(spec, started), name=spec.sandbox_name)
         waiter = asyncio.create_task(cancel.wait())
         try:
@@ -262,23 +283,42 @@ class DaggerRuntime:
 
     async def _attempt(self, spec: RunSpec, started: float) -> SandboxResult:
         try:
+            bundle = await self.bundle()
+        except RuntimeUnavailable as e:
+            return self._result(Termination.START_FAILED, started, detail=str(e))
+        try:
             async with contextlib.AsyncExitStack() as stack:
-                client, image_ref, command = await self._start(stack, spec, started)
-                return await self._exec(client, spec, started, image_ref, command)
+                client, image_ref, config = await self._start(stack, spec, started)
+                digest = _digest(image_ref)
+                try:
+                    ctr = jail_container(
+                        client, spec, image=client.container().from_(image_ref), config=config,
+                        bundle=client.host().directory(str(bundle.path)), loader=bundle.loader)
+                except ValueError as e:
+                    return self._result(Termination.START_FAILED, started, detail=str(e),
+                                        image_digest=digest)
+                return await self.run_container(ctr, spec, started=started, image_digest=digest)
         except _Outcome as o:
             return o.result
 
     async def _start(
         self, stack: contextlib.AsyncExitStack, spec: RunSpec, started: float
-    ) -> tuple[dagger.Client, str, list[str]]:
-        """Connect, pull and pin the image, resolve the command. Failures: START_FAILED."""
+    ) -> tuple[dagger.Client, str, ImageConfig]:
+        """Connect, pull and pin the image, read its configuration. Failures: START_FAILED."""
         try:
             async with asyncio.timeout(self.start_timeout_seconds):
                 client = await stack.enter_async_context(self._connect())
                 # imageRef pulls the image and gives its digest: the exec then runs exactly the
                 # image that was resolved, and the digest is reported for pinning.
                 image_ref = await client.container().from_(spec.image).image_ref()
-                command = await image_command(client.container().from_(image_ref), spec)
+                config = self._configs.get(image_ref)
+                if config is None:
+                    config = await image_config(client.container().from_(image_ref))
+                    self._configs[image_ref] = config
+                    while len(self._configs) > IMAGE_CONFIGS_KEPT:
+                        self._configs.popitem(last=False)
+                else:
+                    self._configs.move_to_end(image_ref)
         except TimeoutError:
             raise _Outcome(self._result(
                 Termination.START_FAILED, started,
@@ -288,39 +328,18 @@ class DaggerRuntime:
             raise _Outcome(self._result(
                 Termination.START_FAILED, started, detail=f"engine: {_first_lines(e)}"
             )) from e
-        if not command:
-            raise _Outcome(self._result(
-                Termination.START_FAILED, started, image_digest=_digest(image_ref),
-                detail=f"image {spec.image} has no entrypoint or default command",
-            ))
-        return client, image_ref, command
-
-    async def _exec(
-        self, client: dagger.Client, spec: RunSpec, started: float, image_ref: str,
-        command: list[str],
-    ) -> SandboxResult:
-        digest = _digest(image_ref)
-        try:
-            ctr = agent_container(
-                client, spec, input_json=run_request_json(spec), command=command,
-                image=image_ref, kill_grace_seconds=self.kill_grace_seconds,
-            )
-        except ValueError as e:
-            return self._result(Termination.START_FAILED, started, detail=str(e),
-                                image_digest=digest)
-        return await self.run_container(ctr, spec, started=started, image_digest=digest)
+        return client, image_ref, config
 
     async def run_container(
         self, ctr: dagger.Container, spec: RunSpec, *, started: float,
         image_digest: str | None = None,
     ) -> SandboxResult:
-        """Evaluate an ``agent_container`` (one request, under the client-side backstop) and
-        map what comes back. Shared with the ``dagger/`` module's ``run-agent``."""
+        """Evaluate a ``jail_container`` (one request, under the client-side backstop) and map
+        the supervisor's result document. Shared with the ``dagger/`` module's ``run-agent``."""
         digest = image_digest
-        limits = spec.limits
-        backstop = limits.timeout_seconds + self.kill_grace_seconds + self.backstop_grace_seconds
+        backstop = spec.limits.timeout_seconds + self.backstop_grace_seconds
         try:
-            # One request: run the exec and read the wrapper's result file from its snapshot.
+            # One request: run the exec and read the supervisor's result from its snapshot.
             async with asyncio.timeout(backstop):
                 text = await ctr.file(RESULT_PATH).contents()
         except TimeoutError:
@@ -329,66 +348,35 @@ class DaggerRuntime:
                 detail=f"client-side backstop: no result from the engine within {backstop:g}s",
             )
         except dagger.ExecError as e:
-            # Only when the wrapper itself died with 128-191 (e.g. SIGKILLed with the sandbox):
-            # no status exists; the agent may have run.
+            # The supervisor itself died of a signal (exit 128-191): it wrote no result, and
+            # the agent may have run.
             logs = (e.stdout + e.stderr).encode()
             cap = spec.limits.log_kib * 1024
             return self._result(
                 Termination.EXITED, started, exit_code=e.exit_code, logs=logs[:cap],
                 logs_truncated=len(logs) > cap, image_digest=digest,
-                detail=f"the limits wrapper ended with code {e.exit_code} and wrote no status",
+                detail=f"the jail supervisor ended with code {e.exit_code} and wrote no result",
             )
         except dagger.QueryError as e:
+            # No result file: the supervisor exited 125 before the agent started (it could
+            # not create the cgroup, the namespaces, ...); its reason is on its stderr.
+            why = ""
+            with contextlib.suppress(dagger.DaggerError, OSError, TimeoutError):
+                async with asyncio.timeout(self.cancel_wait_seconds + 4):
+                    why = (await ctr.stderr()).strip()[-DETAIL_MAX // 2:]
             return self._result(
                 Termination.START_FAILED, started, image_digest=digest,
-                detail=f"the limits wrapper produced no result (is python3 on the image's "
-                f"PATH?): {_first_lines(e)}",
+                detail=f"the jail supervisor wrote no result: {why or _first_lines(e)}",
             )
         except (dagger.DaggerError, OSError) as e:
             return self._result(
                 Termination.EXITED, started, image_digest=digest,
                 detail=f"engine failed during the run (the agent may have run): {_first_lines(e)}",
             )
-        return self.result_from_bundle(text, started=started, image_digest=digest)
+        return result_from_document(text, duration_seconds=time.monotonic() - started,
+                                    image_digest=digest)
 
     # --- mapping ---------------------------------------------------------------------------
-
-    def result_from_bundle(
-        self, text: str, *, started: float, image_digest: str | None = None
-    ) -> SandboxResult:
-        """Map the wrapper's result file (status + base64 logs/output) to a SandboxResult."""
-        try:
-            doc = json.loads(text)
-            status: dict[str, Any] = doc["status"]
-            logs = base64.b64decode(doc["logs_b64"], validate=True)
-            out_b64 = doc.get("output_b64")
-            output = None if out_b64 is None else base64.b64decode(out_b64, validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error) as e:
-            return self._result(Termination.EXITED, started, image_digest=image_digest,
-                                detail=f"unreadable limits-wrapper result: {e}")
-        common: dict[str, Any] = {
-            "exit_code": status.get("exit_code"),
-            "output": output,
-            "output_truncated": bool(status.get("output_truncated")),
-            "logs": logs,
-            "logs_truncated": bool(status.get("logs_truncated")),
-            "peak_memory_bytes": status.get("peak_rss_bytes"),
-            "image_digest": image_digest,
-            # The agent's own run time, measured in the sandbox (excludes the image pull).
-            "duration": status.get("duration_seconds"),
-        }
-        if status.get("start_error"):
-            return self._result(Termination.START_FAILED, started,
-                                detail=str(status["start_error"]), **common)
-        if status.get("timed_out"):
-            limit = status.get("limits", {}).get("timeout_seconds")
-            return self._result(Termination.TIMED_OUT, started,
-                                detail=f"wall-clock limit of {limit}s reached; killed", **common)
-        if status.get("oom_suspected"):
-            return self._result(Termination.OOM_KILLED, started,
-                                detail=str(status.get("oom_reason") or "memory limit"), **common)
-        detail = "the limits wrapper was asked to stop" if status.get("terminated") else ""
-        return self._result(Termination.EXITED, started, detail=detail, **common)
 
     @staticmethod
     def _result(
@@ -396,38 +384,25 @@ class DaggerRuntime:
         started: float,
         *,
         exit_code: int | None = None,
-        output: bytes | None = None,
-        output_truncated: bool = False,
         logs: bytes = b"",
         logs_truncated: bool = False,
-        peak_memory_bytes: int | None = None,
         detail: str = "",
         image_digest: str | None = None,
-        duration: float | None = None,
     ) -> SandboxResult:
         return SandboxResult(
-            termination=termination,
-            exit_code=exit_code,
-            output=output,
-            output_truncated=output_truncated,
-            logs=logs,
-            logs_truncated=logs_truncated,
-            duration_seconds=(
-                float(duration) if duration is not None else time.monotonic() - started
-            ),
-            peak_memory_bytes=peak_memory_bytes,
-            detail=detail,
+            termination=termination, exit_code=exit_code, output=None, output_truncated=False,
+            logs=logs, logs_truncated=logs_truncated,
+            duration_seconds=time.monotonic() - started, detail=detail,
             image_digest=image_digest,
-        )
+        )  # fmt: skip
 
 
 class DaggerSettings(RuntimeSettings):
-    """The Dagger runtime's options (``engine_has_egress`` is ``AIRLOCK_ENGINE_HAS_EGRESS``)."""
+    """The Dagger runtime's options (``bundle_dir`` is ``AIRLOCK_JAIL_BUNDLE_DIR``)."""
 
-    engine_has_egress: bool = False
+    bundle_dir: Path | None = Field(default=None, validation_alias="jail_bundle_dir")
     start_timeout_seconds: float = 300.0
     backstop_grace_seconds: float = 30.0
-    kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS
     cancel_wait_seconds: float = 1.0
     check_timeout_seconds: float = 30.0
 

@@ -4,114 +4,69 @@ Dagger's SDK builds queries lazily, so these functions only describe containers;
 (``executor.runtime.dagger``) and the ``dagger/`` module decide when to evaluate them. Tests render
 the resulting GraphQL without an engine and validate it against the engine's schema.
 
-This module is importable on its own (it needs ``dagger``, ``agents`` and ``executor.runtime.base``
-only, never ``server``): the ``dagger/`` module imports it from the repository so that
-``dagger call run-agent`` builds exactly the container the executor runs.
+This module is importable on its own (it needs ``dagger``, ``agents``, ``executor.jail.bundle``
+and ``executor.runtime.base`` only, never ``server``): the ``dagger/`` module imports it from the
+repository so that ``dagger call run-agent`` builds exactly the container the executor runs.
 
-Facts this relies on (dagger-io 0.21.11, ``dagger/client/gen.py``):
+How one run executes (``jail_container``): the jail runs inside the exec. The exec is a fresh
+container whose root filesystem is the image's (``withRootfs(image.rootfs)``: the image's
+entrypoint, environment, user and working directory are *not* applied; the executor read them
+beforehand and hands them to the jail), with the jail's read-only bundle mounted at
+``BUNDLE_MOUNT``, the run's files at ``RUN_MOUNT`` and the secrets at ``SECRETS_MOUNT``; it runs
+the bundle's static supervisor with ``insecureRootCapabilities`` (Dagger's ``docker run
+--privileged``), which puts the agent through bubblewrap into its own namespaces and cgroup as
+uid 65534 with no privileges. Nothing of the image runs privileged: see
+``executor/jail/bundle.py`` and docs/security.md.
 
-- ``Container.with_exec`` has no resource limits and no network switch, so limits come from
-  ``limits_wrapper.py``, injected with ``with_new_file`` and run in front of the agent.
-- ``with_exec(expect=ReturnType.ANY)`` accepts exit codes 0-127 and 192-255 only; the wrapper
-  therefore exits 0 (or 125) and carries the agent's exit code in its status file.
+Facts this relies on (dagger-io 0.21.11, ``dagger/client/gen.py``; the engine schema):
+
+- ``Container.with_exec`` has no resource limits and no network switch: the jail enforces both.
+- ``with_exec(expect=ReturnType.ANY)`` accepts exit codes 0-127 and 192-255; the supervisor
+  exits 0 once it wrote its result document, 125 when it could not.
 - ``Client.set_secret(name, plaintext: str)`` (at most 128000 bytes) and
   ``Container.with_mounted_secret(path, source, owner=, mode=)``; ``mode`` needs ``owner``.
 - Object arguments (a ``Secret``, a ``Directory``) are sent as IDs, resolved by separate
   requests, so the secret's plaintext is only ever in the ``setSecret`` request, never in the
   exec's query, its arguments or its environment.
+- ``withMountedDirectory(readOnly: true)`` mounts the bundle read-only.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagger
 
 from agents import build as _agent_build
 from agents.build import HELPER_FILES, STAGED_HELPER_DIR
-from agents.limits import Limits
-from executor.runtime.base import INPUT_PATH, OUTPUT_DIR, OUTPUT_PATH, SECRETS_DIR, RunSpec
+from executor.jail.bundle import (
+    BUNDLE_MOUNT,
+    RESULT_FILE,
+    RUN_MOUNT,
+    SUPERVISOR,
+    ImageConfig,
+    container_exec,
+)
+from executor.runtime.base import RunSpec
 
-AIRLOCK_DIR = "/airlock"
-WRAPPER_PATH = f"{AIRLOCK_DIR}/wrapper.py"
-STATUS_PATH = f"{AIRLOCK_DIR}/status.json"
-LOG_PATH = f"{AIRLOCK_DIR}/logs.txt"
-RESULT_PATH = f"{AIRLOCK_DIR}/result.json"  # status + base64 logs/output: one read, exact bytes
+RESULT_PATH = f"{RUN_MOUNT}/{RESULT_FILE}"  # status + base64 logs/output: one read, exact bytes
+SUPERVISOR_PATH = f"{BUNDLE_MOUNT}/{SUPERVISOR}"
 RUN_ID_ENV = "AIRLOCK_RUN_ID"
-WRAPPER_PYTHON = "python3"  # agent images must have python3 on PATH (the wrapper needs it)
-DEFAULT_KILL_GRACE_SECONDS = 1.0
-MIN_FSIZE_BYTES = 64 * 1024 * 1024
 SECRET_PLAINTEXT_MAX = 128_000  # Client.set_secret's documented limit
-# Sandbox users come from this range, one per run (see sandbox_uid).
-SANDBOX_UID_BASE = 20000
-SANDBOX_UID_SPAN = 40000
 _SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_WRAPPER_FILE = Path(__file__).with_name("limits_wrapper.py")
 _HELPER_DIR = Path(_agent_build.__file__).resolve().parent  # the files `agent build` stages
 
 
-@functools.cache
-def wrapper_source() -> str:
-    """The limits wrapper's source, injected into every agent container."""
-    return _WRAPPER_FILE.read_text(encoding="utf-8")
-
-
-def sandbox_uid(spec: RunSpec) -> int:
-    """A non-root uid for this attempt, stable for the same (run, attempt).
-
-    Not a shared 65534: ``RLIMIT_NPROC`` counts every process of a uid in the engine's user
-    namespace, so with one shared uid all concurrent runs would share one pids budget.
-    The range stays below 65536 so that any user-namespace mapping of the engine covers it.
-    """
-    digest = hashlib.sha256(f"{spec.run_id}:{spec.attempt}".encode()).digest()
-    return SANDBOX_UID_BASE + int.from_bytes(digest[:4], "big") % SANDBOX_UID_SPAN
-
-
-def fsize_limit(limits: Limits) -> int:
-    """RLIMIT_FSIZE: room for the allowed output (and scratch files), never unbounded."""
-    return max(MIN_FSIZE_BYTES, 2 * limits.output_kib * 1024)
-
-
-def wrapper_argv(
-    limits: Limits,
-    command: Sequence[str],
-    *,
-    kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
-) -> list[str]:
-    """The exec's argv: the limits wrapper, then ``--``, then the agent's own command."""
-    return [
-        WRAPPER_PYTHON, "-I", "-S", WRAPPER_PATH,  # isolated: no PYTHON* env, no site-packages
-        "--timeout", repr(float(limits.timeout_seconds)),
-        "--kill-grace", repr(float(kill_grace_seconds)),
-        "--memory-mib", str(limits.memory_mib),
-        "--pids", str(limits.pids),
-        "--fsize-bytes", str(fsize_limit(limits)),
-        "--log-kib", str(limits.log_kib),
-        "--log-file", LOG_PATH,
-        "--status-file", STATUS_PATH,
-        "--output-file", OUTPUT_PATH,
-        "--output-kib", str(limits.output_kib),
-        "--result-file", RESULT_PATH,
-        "--", *command,
-    ]  # fmt: skip
-
-
-def run_request_json(spec: RunSpec) -> bytes:
-    """What the agent reads from ``AIRLOCK_INPUT``: ``{"run_id", "capability", "input"}``."""
-    return spec.request_json()
-
-
-async def image_command(image: dagger.Container, spec: RunSpec) -> list[str]:
-    """The agent's command: ``spec.entrypoint``, else the image's entrypoint plus default args
-    (asking for those evaluates the image: pulls or builds it)."""
-    if spec.entrypoint is not None:
-        return list(spec.entrypoint)
-    return [*(await image.entrypoint()), *(await image.default_args())]
+async def image_config(image: dagger.Container) -> ImageConfig:
+    """What a run takes from the image's configuration: entrypoint + default args, environment,
+    working directory (several small requests; the runtime caches the answer per digest)."""
+    argv = (*(await image.entrypoint()), *(await image.default_args()))
+    env = tuple([(await v.name(), await v.value()) for v in await image.env_variables()])
+    return ImageConfig(argv=argv, env=env, workdir=(await image.workdir()) or "/")
 
 
 def _secret_text(name: str, value: bytes) -> str:
@@ -125,68 +80,104 @@ def _secret_text(name: str, value: bytes) -> str:
         raise ValueError(f"secret {name} is not UTF-8 text (Dagger secrets are strings)") from None
 
 
-def agent_container(
+def jail_container(
     client: dagger.Client,
     spec: RunSpec,
     *,
-    input_json: bytes,
-    command: Sequence[str] | None = None,
-    image: str | None = None,
-    base: dagger.Container | None = None,
-    kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
+    image: dagger.Container,
+    config: ImageConfig,
+    bundle: dagger.Directory,
+    loader: str,
 ) -> dagger.Container:
-    """The container that runs one attempt: the agent's command under the limits wrapper.
+    """The exec that runs one attempt in the jail; evaluate ``.file(RESULT_PATH).contents()``.
 
-    ``command`` defaults to ``spec.entrypoint``; when that is None the caller resolves the
-    image's entrypoint and default args first (that needs the engine) and passes them here.
-    ``image`` overrides ``spec.image`` (the runtime passes the digest-pinned reference);
-    ``base`` replaces pulling an image altogether (the ``dagger/`` module passes the image it
-    has just built from the agent's Containerfile).
-    Raises ValueError for input that cannot be expressed (no command, non-UTF-8 secret, ...).
+    ``image`` gives only its root filesystem (pin it by digest: ``from_(ref@sha256:…)``);
+    ``config`` is what the run takes from the image's configuration (``image_config``);
+    ``bundle`` is the jail's bundle directory (``executor.jail.bundle``) and ``loader`` the
+    relative path of its dynamic loader (``Bundle.loader``).
+    Raises ValueError for a run that cannot be expressed (no command, non-UTF-8 secret, ...).
     """
-    argv = list((spec.entrypoint if command is None else command) or ())
-    if not argv:
-        raise ValueError("no command: spec.entrypoint is None and no resolved command was given")
-    try:
-        input_text = input_json.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("input JSON is not UTF-8") from None
-    uid = sandbox_uid(spec)
-    owner = f"{uid}:{uid}"
-
+    plan = container_exec(spec, config, loader=loader)
+    secrets = {name: _secret_text(name, spec.secrets[name].value) for name in plan.secret_files}
+    run_files = client.directory()
+    for name, text in sorted(plan.run_files.items()):
+        # Root's: the supervisor opens them as root and hands bubblewrap descriptors.
+        run_files = run_files.with_new_file(name, text, permissions=0o600)
     ctr = (
-        (base if base is not None else client.container().from_(image or spec.image))
-        # /airlock and the output dir belong to the sandbox user: the agent writes its output
-        # and the wrapper (same user) its status. Both land in the container's own filesystem
-        # (not a mount), so they can be read back from the exec's result.
-        .with_directory(AIRLOCK_DIR, client.directory(), owner=owner)
-        .with_directory(OUTPUT_DIR, client.directory(), owner=owner)
-        .with_new_file(INPUT_PATH, input_text, permissions=0o444)
-        .with_new_file(WRAPPER_PATH, wrapper_source(), permissions=0o444)
-    )
-    for name, value in sorted(spec.env.items()):  # e.g. TRACEPARENT
-        ctr = ctr.with_env_variable(name, value)
-    # Set after spec.env so the contract's variables always win.
-    ctr = (
-        ctr.with_env_variable("AIRLOCK_INPUT", INPUT_PATH)
-        .with_env_variable("AIRLOCK_OUTPUT", OUTPUT_PATH)
-        # A real (not volatile) variable unique to the attempt: the exec cache can never hand
-        # back an earlier run's result. with_volatile_variable would not change the cache key.
+        # A fresh container on the image's files alone: none of its configuration applies, so
+        # the exec runs as root with no environment from the image.
+        client.container().with_rootfs(image.rootfs())
+        .with_mounted_directory(BUNDLE_MOUNT, bundle, read_only=True)
+        # In the container's own filesystem (not a mount): the supervisor writes its result
+        # there and the exec's snapshot is where it is read back from.
+        .with_directory(RUN_MOUNT, run_files)
+        # Unique to the attempt: the exec cache can never hand back an earlier run's result
+        # (with_volatile_variable would not change the cache key). The supervisor gives
+        # bubblewrap no environment of its own, so this does not reach the agent this way.
         .with_env_variable(RUN_ID_ENV, f"{spec.run_id}:{spec.attempt}")
-        # Informational: the sandbox cannot switch the network itself (see DaggerRuntime).
-        .with_env_variable("AIRLOCK_NETWORK", "egress" if spec.network else "none")
     )
-    if spec.secrets:  # only then, as with podman: no secrets, no secrets directory
-        ctr = ctr.with_env_variable("AIRLOCK_SECRETS_DIR", SECRETS_DIR)
-    for name, secret in sorted(spec.secrets.items()):
+    for name, path in sorted(plan.secret_files.items()):
         # A per-attempt secret name: concurrent runs in one engine session never collide.
-        plaintext = _secret_text(name, secret.value)
-        source = client.set_secret(f"airlock-{spec.run_id}-{spec.attempt}-{name}", plaintext)
-        ctr = ctr.with_mounted_secret(f"{SECRETS_DIR}/{name}", source, owner=owner, mode=0o400)
-    return ctr.with_user(owner).with_exec(
-        wrapper_argv(spec.limits, argv, kill_grace_seconds=kill_grace_seconds),
-        expect=dagger.ReturnType.ANY,
+        source = client.set_secret(f"airlock-{spec.run_id}-{spec.attempt}-{name}", secrets[name])
+        ctr = ctr.with_mounted_secret(path, source, owner="0:0", mode=0o400)
+    return ctr.with_exec(plan.argv, insecure_root_capabilities=True,
+                         expect=dagger.ReturnType.ANY)
+
+
+# --- the bundle, built inside an engine (the dagger/ module) -------------------------------------
+
+BUNDLE_BUILDER_IMAGE = "docker.io/library/debian:bookworm-slim"
+BUNDLE_BUILDER_PACKAGES = ("bubblewrap", "slirp4netns", "gcc", "libc6-dev", "libseccomp2", "python3")
+BUNDLE_OUT = "/bundle"
+_JAIL_DIR = Path(__file__).resolve().parents[1] / "jail"
+# Runs in the builder (a Debian image: trusted, never the agent's), unprivileged. The same
+# layout as executor.jail.bundle.assemble_bundle: the static supervisor, bwrap and slirp4netns
+# with every library they load and the loader, the seccomp filter compiled by seccomp.py.
+# (``BUNDLE_SRC``/``BUNDLE_OUT`` override the paths: tests run the same script on this host.)
+BUILD_SCRIPT = f"""set -eu
+src="${{BUNDLE_SRC:-/src}}"; out="${{BUNDLE_OUT:-{BUNDLE_OUT}}}"; mkdir -p "$out/lib"
+cc -O2 -Wall -Wextra -Wno-format-truncation -static -o "$out/{SUPERVISOR}" "$src/supervisor.c"
+for prog in bwrap slirp4netns; do
+  cp "$(command -v $prog)" "$out/$prog"
+  for lib in $(ldd "$(command -v $prog)" | grep -o '/[^ ]*'); do cp -L "$lib" "$out/lib/"; done
+done
+PYTHONPATH="$src" python3 -c 'import sys, seccomp
+sys.stdout.buffer.write(seccomp.compile_filter())' > "$out/seccomp.bpf"
+chmod 0755 "$out" "$out/lib" "$out/{SUPERVISOR}" "$out/bwrap" "$out/slirp4netns" "$out"/lib/*
+chmod 0644 "$out/seccomp.bpf"
+"""
+
+
+@functools.cache
+def _jail_source(name: str) -> str:
+    return (_JAIL_DIR / name).read_text(encoding="utf-8")
+
+
+def jail_bundle(client: dagger.Client) -> dagger.Directory:
+    """The jail's bundle, built in the engine from this repository's supervisor and seccomp
+    policy and Debian's bubblewrap and slirp4netns (where no executor host supplies one)."""
+    return (
+        client.container().from_(BUNDLE_BUILDER_IMAGE)
+        .with_exec(["apt-get", "update"])
+        .with_exec(["apt-get", "install", "-y", "--no-install-recommends",
+                    *BUNDLE_BUILDER_PACKAGES])
+        .with_new_file("/src/supervisor.c", _jail_source("supervisor.c"), permissions=0o644)
+        .with_new_file("/src/seccomp.py", _jail_source("seccomp.py"), permissions=0o644)
+        .with_exec(["sh", "-c", BUILD_SCRIPT])
+        .directory(BUNDLE_OUT)
     )
+
+
+async def bundle_loader(bundle: dagger.Directory) -> str:
+    """The relative path of the bundle's dynamic loader (``lib/ld-linux-*``)."""
+    names = [n.rstrip("/") for n in await bundle.entries(path="lib")]
+    loaders = sorted(n for n in names if n.startswith("ld-linux"))
+    if not loaders:
+        raise ValueError(f"the jail bundle has no dynamic loader in lib/ ({', '.join(names)})")
+    return f"lib/{loaders[0]}"
+
+
+# --- images --------------------------------------------------------------------------------------
 
 
 def docker_build(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -24,9 +25,10 @@ from tests.helpers.requirements import require
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
+EGRESS_OVERRIDE = REPO / "deploy" / "compose.egress.yml"
 CONTAINERFILE = REPO / "Containerfile"
 SOCKET = "/run/dagger/engine.sock"
-ENGINES = ("dagger-engine", "dagger-egress")
+ENGINES = ("dagger-engine",)
 DATA_SERVICES = {"postgres", "nats"}
 ENV = {"AIRLOCK_DB_PASSWORD": "test-password"}
 
@@ -39,20 +41,21 @@ def pinned_dagger_io() -> str:
 
 
 def compose_config(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, extra_files: tuple[Path, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     require("docker-compose", None if exe else "not on PATH (Debian package docker-compose; "
             "scripts/setup.sh --test installs it)")
     assert exe is not None
     env = {"PATH": "/usr/bin:/bin", **(ENV if env is None else env)}
-    return subprocess.run([exe, "-f", str(COMPOSE), *args, "config"], capture_output=True,
+    files = [a for f in (COMPOSE, *extra_files) for a in ("-f", str(f))]
+    return subprocess.run([exe, *files, *args, "config"], capture_output=True,
                           text=True, timeout=60, cwd=REPO, env=env)
 
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    r = compose_config("--profile", "egress")
+    r = compose_config()
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
@@ -88,8 +91,8 @@ def test_compose_file_is_valid() -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert {"postgres", "nats", "dagger-engine", "migrate", "control-plane", "relay",
             "executor"} <= default
-    for name in ("dagger-egress", "executor-egress"):  # egress is opt-in
-        assert services[name]["profiles"] == ["egress"]
+    # One engine for every run: no second engine or executor pool for egress.
+    assert not [n for n in services if "egress" in n]
 
 
 def test_database_password_is_required() -> None:
@@ -162,7 +165,7 @@ def test_every_long_running_service_has_a_health_check(
 
 
 def test_executors_use_dagger_through_the_socket(services: dict[str, dict[str, Any]]) -> None:
-    pools = {"executor": "dagger-engine", "executor-egress": "dagger-egress"}
+    pools = {"executor": "dagger-engine"}
     for name, engine in pools.items():
         svc = services[name]
         assert svc["command"] == ["executor"]
@@ -175,22 +178,40 @@ def test_executors_use_dagger_through_the_socket(services: dict[str, dict[str, A
         assert svc["depends_on"][engine]["condition"] == "service_healthy"
         assert "privileged" not in svc
     assert services["executor"]["deploy"]["replicas"] >= 2
-    assert env_of(services["executor-egress"])["AIRLOCK_ENGINE_HAS_EGRESS"] == "true"
-    assert "AIRLOCK_ENGINE_HAS_EGRESS" not in env_of(services["executor"])
+    assert not [k for k in env_of(services["executor"]) if "EGRESS" in k]
 
 
-def test_egress_pool_is_honoured_by_the_executor() -> None:
-    """An executor on an engine with egress takes only network-granted runs, and one on an
-    internal-only engine takes none of them (the engine's network is fixed; podman's is not)."""
+def test_the_engine_allows_the_jails_privileged_execs() -> None:
+    """Every exec runs the jail with insecureRootCapabilities: the engine must grant it."""
+    engine_json = json.loads((REPO / "deploy" / "dagger" / "engine.json").read_text())
+    assert engine_json["security"]["insecureRootCapabilities"] is True
+    engine_toml = tomllib.loads((REPO / "deploy" / "dagger" / "engine.toml").read_text())
+    assert engine_toml["insecure-entitlements"] == ["security.insecure"]
+
+
+def test_every_runtime_takes_runs_with_and_without_network() -> None:
+    """The network is decided per run inside the sandbox (the jail; podman's --network), so no
+    executor is limited to one kind of run and no egress pool setting exists."""
     from executor.runtime.dagger import DaggerRuntime
+    from executor.runtime.jail import JailRuntime
     from executor.runtime.podman import PodmanRuntime
     from executor.settings import ExecutorSettings
 
-    assert ExecutorSettings(engine_has_egress=True).engine_has_egress is True
-    assert DaggerRuntime(engine_has_egress=True).network_pool is True
-    assert DaggerRuntime(engine_has_egress=False).network_pool is False
-    assert PodmanRuntime.network_pool is None
-    # leasing honours it: tests/executor/test_network_pool.py claims from a real database
+    for runtime in (DaggerRuntime, JailRuntime, PodmanRuntime):
+        assert runtime.network_pool is None, runtime
+    assert "engine_has_egress" not in ExecutorSettings.model_fields
+
+
+def test_egress_override_puts_only_the_engine_on_a_network_out() -> None:
+    r = compose_config(extra_files=(EGRESS_OVERRIDE,))
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    services = cfg["services"]
+    assert networks_of(services["dagger-engine"]) == {"sandbox", "egress"}
+    assert not cfg["networks"]["egress"].get("internal")  # a route out
+    on_egress = {n for n, s in services.items() if "egress" in networks_of(s)}
+    assert on_egress == {"dagger-engine"}  # nothing else, and never PostgreSQL or NATS
+    assert networks_of(services["postgres"]) == {"backend"}
 
 
 def test_control_plane_and_migrations(services: dict[str, dict[str, Any]]) -> None:

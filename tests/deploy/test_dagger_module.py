@@ -25,11 +25,12 @@ import pytest
 from packaging.requirements import Requirement
 
 from agents.manifest import load_manifest
+from executor.jail.bundle import BUNDLE_MOUNT
 from executor.runtime import dagger_pipeline
 from executor.runtime.dagger import DaggerRuntime
-from executor.runtime.dagger_pipeline import RESULT_PATH, WRAPPER_PATH, run_request_json
+from executor.runtime.dagger_pipeline import RESULT_PATH, SUPERVISOR_PATH
 from tests.helpers import dagger_schema
-from tests.helpers.dagger_schema import assert_valid, bundle_text, fake_client, field_args
+from tests.helpers.dagger_schema import assert_valid, fake_client, field_args, jail_result_text
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "dagger"
@@ -69,12 +70,14 @@ def pinned_dagger_io() -> str:
 
 class AgentSession(dagger_schema.FakeDaggerSchemaSession):
     """A fake engine holding one agent folder: ``file("agent.yaml").contents`` is its manifest,
-    any other ``contents`` is the limits wrapper's result file."""
+    any other ``contents`` is the jail supervisor's result document."""
 
     def __init__(self, schema: graphql.GraphQLSchema, agent_dir: Path, **answers: Any) -> None:
         super().__init__(schema, {
             "sync": "fake-built-image", "entrypoint": AGENT_CMD[:1], "defaultArgs": AGENT_CMD[1:],
-            "stdout": "1 passed", "contents": bundle_text(exit_code=0, output=b'{"output": {}}'),
+            "envVariables": [{"name": "PATH", "value": "/usr/bin:/bin"}], "workdir": "/app",
+            "entries": ["libc.so.6", "ld-linux-x86-64.so.2"],
+            "stdout": "1 passed", "contents": jail_result_text(exit_code=0, output=b'{"output": {}}'),
             **answers,
         })
         self.manifest_text = (agent_dir / "agent.yaml").read_text()
@@ -162,12 +165,12 @@ def test_module_registers_valid_type_definitions(schema: graphql.GraphQLSchema) 
 
 
 def test_module_and_runtime_share_the_pipeline(main: Any) -> None:
-    assert main.agent_container is dagger_pipeline.agent_container
+    assert main.jail_container is dagger_pipeline.jail_container
     assert main.agent_build_context is dagger_pipeline.agent_build_context
-    assert main.image_command is dagger_pipeline.image_command
-    assert main.run_request_json is dagger_pipeline.run_request_json
+    assert main.image_config is dagger_pipeline.image_config
+    assert main.jail_bundle is dagger_pipeline.jail_bundle
     assert main.DaggerRuntime is DaggerRuntime
-    assert inspect.getsourcefile(main.agent_container) == str(
+    assert inspect.getsourcefile(main.jail_container) == str(
         REPO / "executor" / "runtime" / "dagger_pipeline.py")
 
 
@@ -183,7 +186,7 @@ import airlock_ci.main as main
 from executor.runtime import dagger_pipeline
 print(json.dumps({{
     "pipeline": dagger_pipeline.__file__,
-    "same": main.agent_container is dagger_pipeline.agent_container,
+    "same": main.jail_container is dagger_pipeline.jail_container,
     "sdk": dagger.__file__,
     "modules": {{k: getattr(v, "__file__", None) for k, v in sys.modules.items()}},
 }}))
@@ -226,13 +229,15 @@ def test_dagger_json_includes_every_shared_file(probe: dict[str, Any]) -> None:
         if f and f.startswith(str(REPO) + "/") and not f.startswith(str(MODULE) + "/")
         and "site-packages" not in Path(f).parts)
     assert "executor/runtime/dagger_pipeline.py" in shared
-    assert "executor/runtime/limits_wrapper.py" in {
-        p.relative_to(REPO).as_posix() for p in (REPO / "executor" / "runtime").glob("*.py")}
     missing = [f for f in shared if not _include_matches(f, includes)]
     assert missing == [], f"dagger.json's include does not load {missing}"
-    # The limits wrapper is read from disk (not imported): it must be loaded too.
-    assert _include_matches("executor/runtime/limits_wrapper.py", includes)
-    assert not [f for f in shared if f.startswith("server/")]  # never the control plane
+    # The jail's sources are read from disk (not imported) to build its bundle: loaded too.
+    for name in ("executor/jail/supervisor.c", "executor/jail/seccomp.py"):
+        assert (REPO / name).is_file() and _include_matches(name, includes), name
+    # Only agents/ and executor/ files: never the control plane, the CLI or the tests.
+    assert {f.split("/")[0] for f in shared} <= {"agents", "executor"}, shared
+    for pattern in includes:
+        assert pattern.removeprefix("!").removeprefix("../").split("/")[0] in {"agents", "executor"}
 
 
 def _closure(names: list[str]) -> set[str]:
@@ -320,7 +325,7 @@ async def test_run_agent_pipeline_is_valid_graphql(
 ) -> None:
     output = json.dumps({"output": {"text": "HI"}}).encode()
     session = AgentSession(schema, TEXT_TRANSFORM,
-                           contents=bundle_text(b"log line\n", output, exit_code=0))
+                           contents=jail_result_text(b"log line\n", output, exit_code=0))
     client, source = _sources(session, TEXT_TRANSFORM)
     runtime = DaggerRuntime(backstop_grace_seconds=1.0)
     doc = await main.run_agent_outcome(client, source, "uppercase", '{"text": "hi"}',
@@ -333,47 +338,34 @@ async def test_run_agent_pipeline_is_valid_graphql(
 
     exec_doc = session.requests[-1]
     (exec_args,) = field_args(exec_doc, "withExec")
+    assert exec_args["insecureRootCapabilities"] is True
     argv = exec_args["args"]
-    assert argv[:4] == ["python3", "-I", "-S", WRAPPER_PATH]  # the executor's limits wrapper
-    assert argv[argv.index("--") + 1:] == AGENT_CMD  # the image's entrypoint
+    assert argv[0] == SUPERVISOR_PATH  # the bundle's static supervisor, never the image's
+    assert argv[argv.index("--loader") + 1] == f"{BUNDLE_MOUNT}/lib/ld-linux-x86-64.so.2"
+    assert argv[-2:] == AGENT_CMD  # the image's entrypoint, run by bwrap
     manifest = load_manifest(TEXT_TRANSFORM)
     limits = manifest.limits.default
-    assert argv[argv.index("--memory-mib") + 1] == str(limits.memory_mib)
-    assert argv[argv.index("--pids") + 1] == str(limits.pids)
-    assert float(argv[argv.index("--timeout") + 1]) == limits.timeout_seconds
-    # It runs the image it has just built (loaded by ID), never a pulled tag.
-    assert field_args(exec_doc, "from") == []
-    assert {"id": "fake-built-image"} in field_args(exec_doc, "node")
+    assert argv[argv.index("--memory") + 1] == str(limits.memory_mib << 20)
+    assert argv[argv.index("--timeout-ms") + 1] == str(int(limits.timeout_seconds * 1000))
+    assert "--slirp4netns" not in argv
+    # It runs the image it has just built (loaded by ID, its root filesystem only).
+    (rootfs,) = field_args(exec_doc, "withRootfs")
+    image_request = session.origin[rootfs["directory"]]
+    assert {"id": "fake-built-image"} in field_args(image_request, "node")
+    assert field_args(image_request, "from") == []
+    # The bundle: built in the engine from a Debian image, mounted read-only.
+    (mount,) = field_args(exec_doc, "withMountedDirectory")
+    assert (mount["path"], mount["readOnly"]) == (BUNDLE_MOUNT, True)
+    builds = [r for r in session.requests
+              if ["sh", "-c"] in [a["args"][:2] for a in field_args(r, "withExec")]]
+    assert builds and field_args(builds[0], "from")[0]["address"].startswith("docker.io/library/debian:")
     env = {a["name"]: a["value"] for a in field_args(exec_doc, "withEnvVariable")}
-    assert env["AIRLOCK_NETWORK"] == "none"
     run_id = env["AIRLOCK_RUN_ID"].removesuffix(":1")
-    files = {a["path"]: a["contents"] for a in field_args(exec_doc, "withNewFile")}
-    request = json.loads(files["/airlock/input.json"])
+    (run_dir,) = field_args(exec_doc, "withDirectory")
+    files = {a["path"]: a["contents"] for a in field_args(session.origin[run_dir["source"]], "withNewFile")}
+    request = json.loads(files["input.json"])
     assert request == {"run_id": run_id, "capability": "uppercase", "input": {"text": "hi"}}
     assert field_args(exec_doc, "file") == [{"path": RESULT_PATH}]
-
-
-async def test_run_agent_renders_what_the_executor_renders(
-    main: Any, schema: graphql.GraphQLSchema
-) -> None:
-    """Past the image, the module's exec and the runtime's exec are the same query."""
-    session = AgentSession(schema, TEXT_TRANSFORM)
-    client = fake_client(session)
-    manifest = load_manifest(TEXT_TRANSFORM)
-    limits, _ = main.resolve_limits(None, manifest.limits.default, manifest.limits.max)
-    spec = main.RunSpec(run_id="run-1", attempt=1, image="x", capability="uppercase",
-                        input={"text": "hi"}, limits=limits)
-
-    async def render(**where: Any) -> str:
-        ctr = dagger_pipeline.agent_container(client, spec, input_json=run_request_json(spec),
-                                              command=AGENT_CMD, **where)
-        await ctr.file(RESULT_PATH).contents()
-        text = assert_valid(schema, session.requests[-1])
-        return re.sub(r"fake-id-\d+", "fake-id", text)  # IDs of argument objects
-
-    from_image = await render(image="registry.local/a@sha256:" + "0" * 64)
-    from_base = await render(base=client.container().from_("registry.local/a@sha256:" + "0" * 64))
-    assert from_image == from_base
 
 
 async def test_run_agent_refuses_bad_requests_before_running(

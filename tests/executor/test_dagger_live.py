@@ -95,7 +95,7 @@ async def test_live_timeout_is_enforced_inside_the_exec() -> None:
     spec = _spec(code, limits=Limits(timeout_seconds=2, memory_mib=256))
     result = await DaggerRuntime().run(spec, asyncio.Event())
     assert result.termination is Termination.TIMED_OUT, result.detail
-    assert "backstop" not in result.detail  # the wrapper killed it, not the client
+    assert "backstop" not in result.detail  # the jail's supervisor killed it, not the client
 
 
 @pytest.mark.slow

@@ -1,5 +1,10 @@
-"""Leasing by network pool: an executor whose runtime's network is fixed claims only the runs
-it can honour (real database, both dialects)."""
+"""Leasing by network pool: an executor whose runtime's network is fixed would claim only the
+runs it can honour (real database, both dialects).
+
+No runtime has a fixed network any more (the jail, also inside Dagger, and podman decide it per
+run: ``network_pool`` is None everywhere, see tests/deploy/test_compose.py), so the worker
+leases every run. The store's filter stays, tested here, until it and ``network_pool`` are
+removed together from the runtime protocol, the worker and the store."""
 
 from __future__ import annotations
 

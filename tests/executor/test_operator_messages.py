@@ -10,12 +10,13 @@ import graphql
 import pytest
 
 from agents.limits import Limits
+from executor.jail.bundle import ImageConfig
 from executor.results import MAX_JSON_DEPTH, interpret
 from executor.runtime.base import RunSpec, SandboxResult, SecretValue, Termination
-from executor.runtime.dagger_pipeline import RESULT_PATH, agent_container
+from executor.runtime.dagger_pipeline import RESULT_PATH, jail_container
 from executor.runtime.podman import PodmanRuntime
 from tests.helpers import dagger_schema
-from tests.helpers.dagger_schema import bundle_text, fake_client, field_args
+from tests.helpers.dagger_schema import fake_client, field_args, jail_result_text
 
 LIMITS = Limits(memory_mib=64, timeout_seconds=5, pids=16, log_kib=64, output_kib=4096)
 
@@ -70,15 +71,20 @@ def test_podman_sets_secrets_dir_only_for_runs_with_secrets(tmp_path: Path) -> N
 @pytest.mark.parametrize("secrets", [{}, {"API_KEY": SecretValue(b"v")}])
 async def test_dagger_sets_secrets_dir_only_for_runs_with_secrets(secrets: dict[str, SecretValue]) -> None:
     schema = dagger_schema.load_schema()
-    session = dagger_schema.FakeDaggerSchemaSession(schema, {
-        "imageRef": "registry.local/x@sha256:" + "ab" * 32, "entrypoint": ["python3"],
-        "defaultArgs": ["-m", "x"], "contents": bundle_text(exit_code=0)})
+    session = dagger_schema.FakeDaggerSchemaSession(schema, {"contents": jail_result_text()})
     s = spec(secrets=secrets, entrypoint=("python3", "-m", "x"))
-    ctr = agent_container(fake_client(session), s, input_json=b"{}")
+    client = fake_client(session)
+    ctr = jail_container(client, s, image=client.container().from_("registry.local/x@sha256:" + "ab" * 32),
+                         config=ImageConfig(argv=("python3",)), bundle=client.directory(),
+                         loader="lib/ld-linux-x86-64.so.2")
     await ctr.file(RESULT_PATH).contents()
     exec_doc = session.requests[-1]
     assert graphql.validate(schema, graphql.parse(graphql.print_ast(exec_doc))) == []
-    env = {a["name"]: a["value"] for a in field_args(exec_doc, "withEnvVariable")}
+    (exec_args,) = field_args(exec_doc, "withExec")
+    argv = exec_args["args"]
+    bwrap = argv[argv.index("--") + 1:]  # the agent's environment: bubblewrap's --setenv
+    env = {bwrap[i + 1]: bwrap[i + 2] for i, a in enumerate(bwrap) if a == "--setenv"}
+    assert env["AIRLOCK_RUN_ID"] == "run-x"
     if secrets:
         assert env["AIRLOCK_SECRETS_DIR"] == "/run/secrets"
     else:

@@ -25,7 +25,6 @@ import gql
 import graphql
 from dagger.client._core import Context  # the SDK's query context (how dagger.Client is built)
 
-from executor.runtime import limits_wrapper
 from tests.helpers.requirements import require
 
 SCHEMA_ENV = "AIRLOCK_DAGGER_SCHEMA"
@@ -55,7 +54,10 @@ class FakeDaggerSchemaSession:
     def __init__(self, schema: graphql.GraphQLSchema, answers: dict[str, Answer] | None = None):
         self.schema = schema
         self.requests: list[graphql.DocumentNode] = []
-        self.answers: dict[str, Answer] = {"version": "v0.21.8", **(answers or {})}
+        self.answers: dict[str, Answer] = {"version": "v0.21.8", "defaultPlatform": "linux/amd64",
+                                           **(answers or {})}
+        self.objects: dict[str, dict[str, Any]] = {}  # list items by their fake ID
+        self.origin: dict[str, graphql.DocumentNode] = {}  # the request that made each ID
         self._ids = 0
 
     async def get_schema(self) -> graphql.GraphQLSchema:
@@ -79,13 +81,38 @@ class FakeDaggerSchemaSession:
                 continue
             assert isinstance(sel, graphql.FieldNode)
             key = (sel.alias or sel.name).value
-            if sel.selection_set is not None:
+            name = sel.name.value
+            if sel.selection_set is not None and isinstance(self.answers.get(name), list):
+                # A list of objects (e.g. envVariables): the SDK asks for their IDs, then
+                # loads each by ID (node(id:) ... on Type) and asks its fields.
+                out[key] = []
+                for item in self.answers[name]:
+                    self._ids += 1
+                    self.objects[f"fake-id-{self._ids}"] = item
+                    out[key].append({"id": f"fake-id-{self._ids}"})
+            elif sel.selection_set is not None and name == "node" and self._item(sel) is not None:
+                out[key] = self._fields(self._item(sel) or {}, sel.selection_set)
+            elif sel.selection_set is not None:
                 out[key] = await self._answer(doc, sel.selection_set)
             elif sel.name.value == "id":
                 self._ids += 1
                 out[key] = f"fake-id-{self._ids}"
+                self.origin[out[key]] = doc
             else:
                 out[key] = await self.answer(doc, sel.name.value)
+        return out
+
+    def _item(self, sel: graphql.FieldNode) -> dict[str, Any] | None:
+        ids = [graphql.value_from_ast_untyped(a.value) for a in sel.arguments if a.name.value == "id"]
+        return self.objects.get(ids[0]) if ids else None
+
+    def _fields(self, item: dict[str, Any], selections: graphql.SelectionSetNode) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in selections.selections:
+            if isinstance(f, graphql.InlineFragmentNode):
+                out.update(self._fields(item, f.selection_set))
+            elif isinstance(f, graphql.FieldNode):
+                out[(f.alias or f.name).value] = item[f.name.value]
         return out
 
     async def answer(self, doc: graphql.DocumentNode, field: str) -> Any:
@@ -116,17 +143,21 @@ def fake_connect(session: FakeDaggerSchemaSession) -> Callable[[], Any]:
     return connect
 
 
-def bundle_text(logs: bytes = b"", output: bytes | None = None, **status: Any) -> str:
-    """A limits-wrapper result file (see limits_wrapper.main)."""
-    base = dict.fromkeys(limits_wrapper.STATUS_FIELDS)
-    base.update(version=1, timed_out=False, terminated=False, oom_suspected=False,
-                oom_reason="", logs_truncated=False, output_truncated=False,
-                duration_seconds=0.25, limits={"timeout_seconds": 5.0})
+def jail_result_text(logs: bytes = b"", output: bytes | None = None, *,
+                     logs_truncated: bool = False, output_truncated: bool = False,
+                     **status: Any) -> str:
+    """A jail supervisor's result document (``--result``; see ``write_result`` in
+    executor/jail/supervisor.c): its status, the log and the output file, both base64."""
+    base: dict[str, Any] = {"version": 1, "exit_code": 0, "signal": 0, "timed_out": False,
+                            "cancelled": False, "oom_kill": 0, "peak_memory_bytes": 1 << 20,
+                            "failcnt": 0, "cgroup_v2": False, "duration_seconds": 0.25,
+                            "error": ""}
     base.update(status)
     return json.dumps({
         "status": base,
-        "logs_b64": base64.b64encode(logs).decode(),
+        "logs_b64": base64.b64encode(logs).decode(), "logs_truncated": logs_truncated,
         "output_b64": None if output is None else base64.b64encode(output).decode(),
+        "output_truncated": output_truncated,
     })
 
 

@@ -11,18 +11,20 @@ Call it from the repository root (needs a Dagger engine), e.g.::
   (``agent.yaml``'s ``build`` section, with the in-container helper staged at
   ``_airlock/agents``).
 - ``run-agent``: build, then run one capability as the executor's Dagger runtime does: the same
-  container (``agent_container``: limits wrapper, contract files, sandbox user, per-run
-  variable), the same result mapping (``DaggerRuntime.run_container``) and the same output
-  checks (``executor.results.interpret``). Prints the outcome as ``airlock agent run-local
-  --json`` does.
+  exec (``jail_container``: the jail's supervisor run with ``insecureRootCapabilities`` from a
+  read-only bundle, the image only as the jail's root filesystem), the same result mapping
+  (``DaggerRuntime.run_container``) and the same output checks (``executor.results.interpret``).
+  The bundle is built in the engine (``jail_bundle``: the repository's supervisor and seccomp
+  policy, Debian's bubblewrap and slirp4netns), since a module has no executor host to take it
+  from. Prints the outcome as ``airlock agent run-local --json`` does.
 - ``test``: the project's test suite in a Python container with PostgreSQL and NATS
   (JetStream) as services.
 
 That code is the repository's own, not a copy: see ``_repo.py``.
 
-Network: ``withExec`` cannot switch networking off, so ``run-agent`` has whatever network
-the engine has. It is for trying agents you write on your own engine; untrusted agents run on
-the production executors, whose engine has no route out (docs/deployment.md).
+Network: the jail gives the agent only a loopback interface (the manifest-granted egress of
+a production run is not offered here). The engine must allow ``insecureRootCapabilities``
+(Dagger's default; see docs/deployment.md).
 """
 
 import json
@@ -43,10 +45,11 @@ from executor.runtime.base import RunSpec
 from executor.runtime.dagger import DaggerRuntime
 from executor.runtime.dagger_pipeline import (
     agent_build_context,
-    agent_container,
+    bundle_loader,
     docker_build,
-    image_command,
-    run_request_json,
+    image_config,
+    jail_bundle,
+    jail_container,
 )
 
 PYTHON_IMAGE = "docker.io/library/python:3.11-slim"
@@ -139,15 +142,15 @@ async def run_agent_outcome(
         capability=capability, input=payload, limits=limits, entrypoint=manifest.entrypoint,
         executor_id="dagger-module",
     )
-    # Build (or pull) before the run's clock starts: the runtime's backstop covers the run only.
+    # Build (or pull) the image and the bundle before the run's clock starts: the runtime's
+    # backstop covers the run only.
     image = await agent_image(client, source, manifest, base_image).sync()
-    command = await image_command(image, spec)
-    if not command:
+    config = await image_config(image)
+    if not (spec.entrypoint or config.argv):
         raise AgentSourceError("the image has no entrypoint or default command")
-    ctr = agent_container(
-        client, spec, input_json=run_request_json(spec), command=command, base=image,
-        kill_grace_seconds=runtime.kill_grace_seconds,
-    )
+    bundle = await jail_bundle(client).sync()
+    ctr = jail_container(client, spec, image=image, config=config, bundle=bundle,
+                         loader=await bundle_loader(bundle))
     result = await runtime.run_container(ctr, spec, started=time.monotonic())
     return outcome_document(interpret(result, cap.output_schema, limits=limits))
 
