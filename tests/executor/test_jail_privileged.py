@@ -212,3 +212,32 @@ def test_image_config_is_read_by_the_executor_not_in_the_container(hostile_image
     config = image_config(hostile_image)
     assert (config.argv, config.workdir) == (("/agent",), "/")
     assert dict(config.env)["LD_PRELOAD"] == "/lib/preload.so"  # given to bwrap's --setenv only
+
+
+# ---------------------------------------------------------------- the dagger/ module's bundle
+
+
+def test_the_module_bundle_script_builds_a_bundle_that_runs_the_jail(
+        tmp_path: Path, hostile_image: str, markers: Path) -> None:
+    # The dagger/ module builds its bundle in the engine with BUILD_SCRIPT (it has no executor
+    # host to take one from). The same script, run here, gives the host bundle's layout, a
+    # static supervisor, and a bundle that runs a hostile image's agent with nothing of the
+    # image run as root.
+    from executor.jail.bundle import is_static
+    from executor.runtime.dagger_pipeline import BUILD_SCRIPT
+
+    out = tmp_path / "bundle"
+    r = subprocess.run(["sh", "-c", BUILD_SCRIPT], capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BUNDLE_OUT": str(out),
+                            "BUNDLE_SRC": str(Path(__file__).resolve().parents[2] / "executor" / "jail")})
+    assert r.returncode == 0, r.stderr
+    assert is_static(out / "airlock-jail")
+    (loader,) = [p.name for p in (out / "lib").iterdir() if p.name.startswith("ld-linux")]
+    jail = PrivilegedJail(Bundle(out, f"lib/{loader}"), extra_podman=["-v", f"{markers}:/markers"])
+    result = asyncio.run(jail.run(_spec(hostile_image), asyncio.Event()))
+    assert result.termination is Termination.EXITED and result.exit_code == 0, (result.detail, result.logs)
+    import json
+
+    out_doc = json.loads(result.output or b"{}")["output"]
+    assert (out_doc["uid"], out_doc["erofs"]) == (65534, True), out_doc
+    assert _marker_names(markers) == []
