@@ -11,7 +11,12 @@ The same trivial agent (the ``ok`` capability of the misbehave fixture: read the
   cgroup peak, ``podman rm``, cleanup), as the executor calls it;
 - ``jail CLI``: the jail supervisor with the exact command line ``JailRuntime`` builds (its
   cgroup, bubblewrap as uid 65534, seccomp, the image's read-only layers); what the jail costs;
-- ``JailRuntime.run``: the full jail runtime as the executor calls it.
+- ``JailRuntime.run``: the full jail runtime as the executor calls it;
+- ``jail in podman run --privileged``: the exact exec the Dagger runtime sends
+  (``executor.jail.bundle.container_exec``: the image's root filesystem only, the read-only
+  bundle, the run's files), run as Dagger documents ``insecureRootCapabilities``: one
+  ``podman run --privileged`` per run, podman's own start included, the result document read
+  back and judged (``tests/executor/jail_container.py``, as the test suite runs it).
 
 The image is built on the offline base if missing and is warm (cached) before measuring.
 
@@ -22,6 +27,7 @@ of bare ``podman run`` commands at the same concurrency, with no Airlock at all.
 
     python bench/sandbox.py            # N=20
     python bench/sandbox.py -n 50
+    python bench/sandbox.py --quick    # N=5, throughput with 20 runs on the jail only
 
 Prints a table, then one JSON line ``{"bench": "sandbox", ...}``.
 """
@@ -47,6 +53,7 @@ from agents.build import build_image
 from agents.limits import Limits
 from bench._common import emit_json, log, percentile, print_table
 from executor.base_image import make_base_image
+from executor.jail.bundle import host_bundle
 from executor.runtime.base import RunSpec, SandboxRuntime, Termination
 from executor.runtime.jail import JailRuntime
 from executor.runtime.podman import PodmanRuntime
@@ -115,6 +122,23 @@ def _jail_cli_once(rt: JailRuntime, i: int, image: str) -> float:
         rt._remove_work(work)
 
 
+def _privileged_once(priv: Any, i: int, image: str) -> float:
+    """The Dagger exec's jail in ``podman run --privileged``: the command built untimed, then
+    podman, the jail and the agent, and the result document judged."""
+    from executor.runtime.jail import result_from_document
+
+    spec = _spec(40_000 + i, image)
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-priv-") as tmp:
+        cmd = priv.command(spec, Path(tmp), None)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        result = result_from_document((Path(tmp) / "result.json").read_bytes(), duration_seconds=0.0)
+        elapsed = time.perf_counter() - t0
+    if result.termination is not Termination.EXITED or result.exit_code != 0:
+        raise RuntimeError(f"privileged jail run failed: {result}")
+    return elapsed
+
+
 async def _runtime_once(rt: SandboxRuntime, i: int, image: str) -> float:
     t0 = time.perf_counter()
     result = await rt.run(_spec(i, image), asyncio.Event())
@@ -136,20 +160,30 @@ async def measure_overhead(n: int, image: str) -> dict[str, Any]:
     await rt.check()
     jail = JailRuntime(executor_id="bench")
     await jail.check()
+    from tests.executor.jail_container import PrivilegedJail
+
+    priv = PrivilegedJail(await asyncio.to_thread(host_bundle, jail.work_root / "bundle"))
     await _runtime_once(rt, -1, image)  # warm: image layers, digest cache, page cache
     await _runtime_once(jail, -1, image)  # warm: the image's read-only mount
-    host, cli, runtime, jcli, jrun = [], [], [], [], []
+    await asyncio.to_thread(_privileged_once, priv, -1, image)
+    host, cli, runtime, jcli, jrun, prun = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         _host_once(-1, Path(tmp))
-        # Interleaved so that all five see the same machine state.
+        # Interleaved so that all six see the same machine state.
         for i in range(n):
             host.append(_host_once(i, Path(tmp)))
             cli.append(await asyncio.to_thread(_cli_once, rt, i, image))
             runtime.append(await _runtime_once(rt, i, image))
             jcli.append(await asyncio.to_thread(_jail_cli_once, jail, i, image))
             jrun.append(await _runtime_once(jail, i, image))
+            prun.append(await asyncio.to_thread(_privileged_once, priv, i, image))
+    await jail.close()
     h, c, r, jc, jr = _stats(host), _stats(cli), _stats(runtime), _stats(jcli), _stats(jrun)
+    pr = _stats(prun)
     return {
+        "jail_privileged": pr,
+        "jail_privileged_overhead_p50_ms": pr["p50_ms"] - h["p50_ms"],
+        "jail_privileged_over_podman_cli_p50_ms": pr["p50_ms"] - c["p50_ms"],
         "n": n,
         "host": h,
         "podman_cli": c,
@@ -259,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=4, help="executor slots for the throughput part (4)")
     p.add_argument("--skip-throughput", action="store_true", help="only part 1")
     p.add_argument("--runtimes", default="jail,podman", help="runtimes for part 2 (jail,podman)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: -n 5, --runs 20, --runtimes jail")
     args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.runs, args.runtimes = 5, 20, "jail"
     log("building/reusing the offline base and the misbehave image")
     image = ensure_image(args.image)
     log(f"measuring {args.n} runs per variant on {image}")
@@ -272,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             ("JailRuntime.run", "jail_runtime"),
             ("podman run (CLI, same flags)", "podman_cli"),
             ("PodmanRuntime.run", "runtime"),
+            ("jail in podman run --privileged (Dagger's exec)", "jail_privileged"),
         )
     ]
     print_table(rows, ["per run (ms)", "p50", "p95", "p99", "min"])
@@ -280,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         f"p95 {over['jail_overhead_p95_ms']:.0f} ms (jail CLI alone: p50 "
         f"{over['jail_cli_overhead_p50_ms']:.0f} ms); podman overhead vs host: p50 "
         f"{over['overhead_p50_ms']:.0f} ms, p95 {over['overhead_p95_ms']:.0f} ms; podman runtime vs "
-        f"bare podman CLI: p50 {over['runtime_over_cli_p50_ms']:.0f} ms"
+        f"bare podman CLI: p50 {over['runtime_over_cli_p50_ms']:.0f} ms; jail in a privileged "
+        f"container vs host: p50 {over['jail_privileged_overhead_p50_ms']:.0f} ms (vs bare podman "
+        f"CLI: {over['jail_privileged_over_podman_cli_p50_ms']:+.0f} ms)"
     )
     doc: dict[str, Any] = {"bench": "sandbox", "image": image, "limits": LIMITS.as_dict(), "overhead": over,
                            "targets": {"overhead_p50_le_100ms": over["overhead_p50_ms"] <= 100,
