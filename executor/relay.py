@@ -35,11 +35,11 @@ from typing import Any
 from agents.errors import ConfigError
 from executor.process import open_store
 from executor.settings import RelaySettings
+from server.domain.clock import Clock, utcnow
 from server.domain.models import RunEvent
-from server.services.clock import Clock, utcnow
 from server.store import Store
 from server.store.notify import RUN_EVENTS
-from server.transport import event_codec
+from server.wire import event_codec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from executor.runtime.registry import check_name, runtime_names
 from server.settings import CommonSettings
 
-# Subjects are <prefix>.<agent>.<state> (server.transport.event_codec.subject).
+# Subjects are <prefix>.<agent>.<state> (server.wire.event_codec.subject).
 DEFAULT_SUBJECT_PREFIX = "airlock.runs"
 
 

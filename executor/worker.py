@@ -24,10 +24,10 @@ from executor.results import Outcome, interpret
 from executor.runtime.base import RunSpec, SandboxRuntime
 from executor.secrets import MissingSecret, SecretSource
 from executor.settings import ExecutorSettings
+from server.domain.clock import Clock, utcnow
 from server.domain.models import AttemptResult, ExecutorInfo, Run
 from server.domain.states import RunState
 from server.logs import run_context
-from server.services.clock import Clock, utcnow
 from server.store import Store
 from server.store.notify import RUN_EVENTS, RUNS_QUEUED
 from server.telemetry import (

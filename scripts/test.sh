@@ -14,6 +14,8 @@ echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
 .venv/bin/mypy server executor agents airlock/cli
+echo "== import contracts (pyproject.toml [tool.importlinter])" >&2
+.venv/bin/lint-imports --no-cache
 
 echo "== pytest" >&2
 set +e

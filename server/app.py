@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from agents.manifest import Risk
+from server.domain.clock import Clock, utcnow
 from server.domain.policy import Policy
 from server.domain.states import RunState
 from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
-from server.services.clock import Clock, utcnow
 from server.services.registry import RegistryService
 from server.services.runs import RunService
 from server.settings import ServerSettings
@@ -25,14 +25,13 @@ from server.telemetry import (
     TelemetryHandle,
     metrics_api,
     metrics_enabled,
-    server_interceptors,
-    set_server_address,
     setup_telemetry,
 )
 from server.transport.grpc_server import build_server, set_serving
 from server.transport.grpcweb import WebServer, build_web_app
 from server.transport.handlers import Services
 from server.transport.nats_submit import NatsSubmitResponder
+from server.transport.tracing import server_interceptors, set_server_address
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pytest
 from agents.manifest import Risk
 from airlock.v1 import admin_service_pb2 as adm
 from server.app import ControlPlane
+from server.domain.clock import Clock
 from server.domain.policy import Policy, Rule
-from server.services.clock import Clock
 from server.settings import ServerSettings
 from tests.helpers.client import Client
 from tests.helpers.db import PgTemplates, SqliteTemplates, pg_available

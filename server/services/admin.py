@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from server.domain.clock import Clock, utcnow
 from server.domain.errors import InvalidArgument, KeyNotFound, Unauthenticated
 from server.domain.models import ApiKey, ExecutorInfo
 from server.domain.principal import Principal, Role
 from server.ids import new_key_id
-from server.services.clock import Clock, utcnow
 from server.services.validation import require
 from server.store import Store
 

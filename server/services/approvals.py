@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from server.domain.clock import Clock, utcnow
 from server.domain.errors import (
     AlreadyDecided,
     ApprovalClosed,
@@ -18,7 +19,6 @@ from server.domain.errors import (
 from server.domain.models import Approval, Page, Run
 from server.domain.principal import Principal
 from server.domain.states import RunState
-from server.services.clock import Clock, utcnow
 from server.services.runs import RUN_ID_RE
 from server.services.validation import Paging, check, page_size, require
 from server.store import Store, Tx

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 
 from agents.manifest import NAME_RE, VERSION_RE, ManifestError, load_manifest_text
+from server.domain.clock import Clock, utcnow
 from server.domain.errors import AgentNotFound, InvalidArgument, VersionExists
 from server.domain.models import Agent, AgentVersion, Page
 from server.domain.principal import Principal
-from server.services.clock import Clock, utcnow
 from server.services.validation import Paging, check, page_size, require
 from server.store import Store
 

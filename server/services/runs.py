@@ -11,6 +11,7 @@ from typing import Any
 from agents.inputs import InputMismatch, check_input
 from agents.limits import LimitsRefused, resolve_limits
 from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE
+from server.domain.clock import Clock, utcnow
 from server.domain.errors import (
     AgentNotFound,
     IdempotencyConflict,
@@ -26,7 +27,6 @@ from server.domain.policy import Policy, assess
 from server.domain.principal import Principal, Role
 from server.domain.states import RunState
 from server.ids import new_run_id
-from server.services.clock import Clock, utcnow
 from server.services.validation import Paging, check, parse_json, require
 from server.store import Duplicate, Store
 from server.store.notify import RUN_EVENTS

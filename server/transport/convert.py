@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, cast
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.limits import Limits
 from agents.manifest import LimitsSpec, Risk
@@ -17,6 +14,7 @@ from server.domain.models import Agent, AgentVersion, ApiKey, ExecutorInfo, Run,
 from server.domain.principal import Role
 from server.domain.states import RunState
 from server.services.approvals import ApprovalView
+from server.wire.timestamps import ts
 
 INPUT_PREVIEW_CHARS = 4096
 
@@ -26,14 +24,6 @@ _ROLES = {Role.ADMIN: 1, Role.SUBMITTER: 2, Role.APPROVER: 3, Role.VIEWER: 4, Ro
 _ROLE_OF = {v: k for k, v in _ROLES.items()}
 _STATES = {s: getattr(run_pb2, f"RUN_STATE_{s.value}") for s in RunState}
 _STATE_OF = {v: k for k, v in _STATES.items()}
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def risk_pb(r: Risk) -> agent_pb2.Risk:

@@ -29,8 +29,8 @@ from server.telemetry import context_from_headers, span
 from server.transport.auth import authorize
 from server.transport.context import reset_principal, set_principal
 from server.transport.errors import to_status
-from server.transport.event_codec import CONTENT_TYPE, to_json_bytes
 from server.transport.handlers import RunHandlers, Services
+from server.wire.event_codec import CONTENT_TYPE, to_json_bytes
 
 log = logging.getLogger(__name__)
 

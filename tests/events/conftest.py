@@ -29,7 +29,7 @@ from executor.process import open_store
 from executor.relay import Relay
 from executor.settings import RelaySettings
 from server.store import Store
-from server.transport import event_codec
+from server.wire import event_codec
 from tests.conftest import Plane, manifest_text
 from tests.helpers.api import register
 from tests.helpers.requirements import require

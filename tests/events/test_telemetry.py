@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from server import telemetry
+from server.transport import tracing
 
 
 class Collector:
@@ -143,11 +144,11 @@ class _Failing:
 
 
 async def test_rpc_server_spans_follow_conventions(exporter: InMemorySpanExporter) -> None:
-    [interceptor] = telemetry.server_interceptors()
+    [interceptor] = tracing.server_interceptors()
     server = grpc.aio.server(interceptors=[interceptor])
     server.add_generic_rpc_handlers([_Failing.handlers()])
     port = server.add_insecure_port("127.0.0.1:0")
-    telemetry.set_server_address("127.0.0.1", port)
+    tracing.set_server_address("127.0.0.1", port)
     await server.start()
     caller = "00-11111111111111111111111111111111-2222222222222222-01"
     try:

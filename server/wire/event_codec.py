@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from airlock.v1 import event_pb2
 from server.domain.models import RunEvent
 from server.domain.states import RunState
-from server.transport import convert
+from server.wire.timestamps import ts
 
 SCHEMA_VERSION = 1
 SCHEMA = f"airlock.v1.RunEventPayload/{SCHEMA_VERSION}"
@@ -45,7 +45,7 @@ def payload(e: RunEvent) -> event_pb2.RunEventPayload:
         schema_version=SCHEMA_VERSION, event_id=e.event_id, run_id=e.run_id, sequence=e.seq,
         agent=e.agent, version=e.version, capability=e.capability,
         state=_state_name(e.state), previous_state=_state_name(e.previous_state),
-        attempt=e.attempt, reason=e.reason, actor=e.actor, create_time=convert.ts(e.created_at),
+        attempt=e.attempt, reason=e.reason, actor=e.actor, create_time=ts(e.created_at),
         traceparent=e.traceparent,
     )
 

@@ -1,4 +1,5 @@
-"""Time source, injectable so tests can move time (expiry) without sleeping."""
+"""Time source, injectable so tests can move time (expiry) without sleeping; used by the
+control plane and the executor alike."""
 
 from __future__ import annotations
 
