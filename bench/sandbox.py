@@ -13,7 +13,7 @@ The same trivial agent (the ``ok`` capability of the misbehave fixture: read the
   cgroup, bubblewrap as uid 65534, seccomp, the image's read-only layers); what the jail costs;
 - ``JailRuntime.run``: the full jail runtime as the executor calls it;
 - ``jail in podman run --privileged``: the exact exec the Dagger runtime sends
-  (``executor.jail.bundle.container_exec``: the image's root filesystem only, the read-only
+  (``executor.runtime.jail_core.bundle.container_exec``: the image's root filesystem only, the read-only
   bundle, the run's files), run as Dagger documents ``insecureRootCapabilities``: one
   ``podman run --privileged`` per run, podman's own start included, the result document read
   back and judged (``tests/executor/jail_container.py``, as the test suite runs it).
@@ -53,9 +53,9 @@ from agents.build import build_image
 from agents.limits import Limits
 from bench._common import emit_json, log, percentile, print_table
 from executor.base_image import make_base_image
-from executor.jail.bundle import host_bundle
 from executor.runtime.base import RunSpec, SandboxRuntime, Termination
 from executor.runtime.jail import JailRuntime
+from executor.runtime.jail_core.bundle import host_bundle
 from executor.runtime.podman import PodmanRuntime
 
 REPO = Path(__file__).resolve().parent.parent

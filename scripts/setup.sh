@@ -23,7 +23,7 @@ LIBDIR=/usr/lib/$(uname -m)-linux-gnu
 REQUIRED=(
   bwrap:bubblewrap                                  # the jail runtime's namespaces
   slirp4netns:slirp4netns                           # the jail's network for runs granted egress
-  cc:gcc                                            # builds the jail supervisor (executor/jail)
+  cc:gcc                                            # builds the jail supervisor (executor/runtime/jail_core)
   $LIBDIR/libc.a:libc6-dev                          # ... statically, so it needs no loader
   $LIBDIR/libseccomp.so.2:libseccomp2               # the jail's seccomp filter (ctypes binding)
   podman:podman                                     # image mounts for the jail; the fallback runtime

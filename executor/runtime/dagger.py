@@ -2,9 +2,9 @@
 with the jail inside it.
 
 Dagger's ``withExec`` has no memory, CPU or pids limit and no switch to turn the network off,
-so every exec runs the jail (``executor/jail``): the exec is started with
+so every exec runs the jail (``executor/runtime/jail_core``): the exec is started with
 ``insecureRootCapabilities`` and runs the jail's supervisor from a read-only bundle this
-executor supplies (``executor.jail.bundle``: the static supervisor, ``bwrap``,
+executor supplies (``executor.runtime.jail_core.bundle``: the static supervisor, ``bwrap``,
 ``slirp4netns``, their libraries and loader, the seccomp filter). The supervisor gives the run
 its own cgroup (memory = swap, pids, cpu), kills it at the deadline, reads OOM from the cgroup's
 counters and starts the agent through bubblewrap as uid 65534 in new namespaces, with no
@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 import dagger
 from pydantic import Field
 
-from executor.jail.bundle import Bundle, BundleError, ImageConfig, host_bundle
 from executor.runtime.base import (
     RunSpec,
     RuntimeFactory,
@@ -52,6 +51,7 @@ from executor.runtime.base import (
 )
 from executor.runtime.dagger_pipeline import RESULT_PATH, image_config, jail_container
 from executor.runtime.jail import result_from_document
+from executor.runtime.jail_core.bundle import Bundle, BundleError, ImageConfig, host_bundle
 
 ConnectFactory = Callable[[], AbstractAsyncContextManager[dagger.Client]]
 

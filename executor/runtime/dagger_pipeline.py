@@ -4,7 +4,7 @@ Dagger's SDK builds queries lazily, so these functions only describe containers;
 (``executor.runtime.dagger``) and the ``dagger/`` module decide when to evaluate them. Tests render
 the resulting GraphQL without an engine and validate it against the engine's schema.
 
-This module is importable on its own (it needs ``dagger``, ``agents``, ``executor.jail.bundle``
+This module is importable on its own (it needs ``dagger``, ``agents``, ``executor.runtime.jail_core.bundle``
 and ``executor.runtime.base`` only, never ``server``): the ``dagger/`` module imports it from the
 repository so that ``dagger call run-agent`` builds exactly the container the executor runs.
 
@@ -16,7 +16,7 @@ beforehand and hands them to the jail), with the jail's read-only bundle mounted
 the bundle's static supervisor with ``insecureRootCapabilities`` (Dagger's ``docker run
 --privileged``), which puts the agent through bubblewrap into its own namespaces and cgroup as
 uid 65534 with no privileges. Nothing of the image runs privileged: see
-``executor/jail/bundle.py`` and docs/security.md.
+``executor/runtime/jail_core/bundle.py`` and docs/security.md.
 
 Facts this relies on (dagger-io 0.21.11, ``dagger/client/gen.py``; the engine schema):
 
@@ -43,7 +43,8 @@ import dagger
 
 from agents import build as _agent_build
 from agents.build import HELPER_FILES, STAGED_HELPER_DIR
-from executor.jail.bundle import (
+from executor.runtime.base import RunSpec
+from executor.runtime.jail_core.bundle import (
     BUNDLE_MOUNT,
     RESULT_FILE,
     RUN_MOUNT,
@@ -51,7 +52,6 @@ from executor.jail.bundle import (
     ImageConfig,
     container_exec,
 )
-from executor.runtime.base import RunSpec
 
 RESULT_PATH = f"{RUN_MOUNT}/{RESULT_FILE}"  # status + base64 logs/output: one read, exact bytes
 SUPERVISOR_PATH = f"{BUNDLE_MOUNT}/{SUPERVISOR}"
@@ -93,7 +93,7 @@ def jail_container(
 
     ``image`` gives only its root filesystem (pin it by digest: ``from_(ref@sha256:…)``);
     ``config`` is what the run takes from the image's configuration (``image_config``);
-    ``bundle`` is the jail's bundle directory (``executor.jail.bundle``) and ``loader`` the
+    ``bundle`` is the jail's bundle directory (``executor.runtime.jail_core.bundle``) and ``loader`` the
     relative path of its dynamic loader (``Bundle.loader``).
     Raises ValueError for a run that cannot be expressed (no command, non-UTF-8 secret, ...).
     """
@@ -129,9 +129,9 @@ def jail_container(
 BUNDLE_BUILDER_IMAGE = "docker.io/library/debian:bookworm-slim"
 BUNDLE_BUILDER_PACKAGES = ("bubblewrap", "slirp4netns", "gcc", "libc6-dev", "libseccomp2", "python3")
 BUNDLE_OUT = "/bundle"
-_JAIL_DIR = Path(__file__).resolve().parents[1] / "jail"
+_JAIL_DIR = Path(__file__).resolve().parent / "jail_core"
 # Runs in the builder (a Debian image: trusted, never the agent's), unprivileged. The same
-# layout as executor.jail.bundle.assemble_bundle: the static supervisor, bwrap and slirp4netns
+# layout as jail_core.bundle.assemble_bundle: the static supervisor, bwrap and slirp4netns
 # with every library they load and the loader, the seccomp filter compiled by seccomp.py.
 # (``BUNDLE_SRC``/``BUNDLE_OUT`` override the paths: tests run the same script on this host.)
 BUILD_SCRIPT = f"""set -eu

@@ -1,6 +1,6 @@
 """The ``jail`` sandbox runtime: bubblewrap + the kernel's cgroups, started in milliseconds.
 
-One attempt = one run of the jail supervisor (``executor/jail/supervisor.c``, a small static
+One attempt = one run of the jail supervisor (``executor/runtime/jail_core/supervisor.c``, a small static
 C program run as root in its own session), which creates the run's cgroup (memory = memory +
 swap, pids, cpu), starts bubblewrap in it as uid 65534 and enforces the wall clock by killing
 the whole cgroup. Because the supervisor, not this process, holds the deadline, a run ends by
@@ -9,7 +9,7 @@ its deadline even if the executor is killed with SIGKILL. OOM is read from the c
 
 Inside bubblewrap the agent has new user, pid, net, ipc, uts, mount and cgroup namespaces;
 uid/gid 65534; no capabilities; no-new-privileges; the seccomp filter of
-``executor.jail.seccomp``; no further user namespaces; only ``lo`` unless the run was granted
+``executor.runtime.jail_core.seccomp``; no further user namespaces; only ``lo`` unless the run was granted
 egress, in which case it gets user-mode networking (slirp4netns, with the host's loopback
 refused) in its own network namespace, never the host's.
 
@@ -59,15 +59,6 @@ from pydantic import AliasChoices, Field
 
 from agents.limits import Limits
 from executor.base_image import DEFAULT_TAG as DEFAULT_PROBE_IMAGE
-from executor.jail.build import BuildError, supervisor_path
-from executor.jail.bundle import (
-    FD_BASE,
-    SANDBOX_UID,
-    SLIRP_RESOLV,
-    bwrap_options,
-    limit_options,
-)
-from executor.jail.seccomp import SeccompUnavailable, compile_filter
 from executor.runtime.base import (
     RunSpec,
     RuntimeFactory,
@@ -76,6 +67,15 @@ from executor.runtime.base import (
     SandboxResult,
     Termination,
 )
+from executor.runtime.jail_core.build import BuildError, supervisor_path
+from executor.runtime.jail_core.bundle import (
+    FD_BASE,
+    SANDBOX_UID,
+    SLIRP_RESOLV,
+    bwrap_options,
+    limit_options,
+)
+from executor.runtime.jail_core.seccomp import SeccompUnavailable, compile_filter
 
 log = logging.getLogger(__name__)
 

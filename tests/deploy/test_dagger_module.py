@@ -25,10 +25,10 @@ import pytest
 from packaging.requirements import Requirement
 
 from agents.manifest import load_manifest
-from executor.jail.bundle import BUNDLE_MOUNT
 from executor.runtime import dagger_pipeline
 from executor.runtime.dagger import DaggerRuntime
 from executor.runtime.dagger_pipeline import RESULT_PATH, SUPERVISOR_PATH
+from executor.runtime.jail_core.bundle import BUNDLE_MOUNT
 from tests.helpers import dagger_schema
 from tests.helpers.dagger_schema import assert_valid, fake_client, field_args, jail_result_text
 
@@ -232,7 +232,7 @@ def test_dagger_json_includes_every_shared_file(probe: dict[str, Any]) -> None:
     missing = [f for f in shared if not _include_matches(f, includes)]
     assert missing == [], f"dagger.json's include does not load {missing}"
     # The jail's sources are read from disk (not imported) to build its bundle: loaded too.
-    for name in ("executor/jail/supervisor.c", "executor/jail/seccomp.py"):
+    for name in ("executor/runtime/jail_core/supervisor.c", "executor/runtime/jail_core/seccomp.py"):
         assert (REPO / name).is_file() and _include_matches(name, includes), name
     # Only agents/ and executor/ files: never the control plane, the CLI or the tests.
     assert {f.split("/")[0] for f in shared} <= {"agents", "executor"}, shared

@@ -1,7 +1,7 @@
 """The jail inside ``podman run --privileged``, holding the files a Dagger exec would hold.
 
 Dagger documents ``insecureRootCapabilities`` as the equivalent of ``docker run --privileged``.
-This runs the exact exec of ``executor.jail.bundle.container_exec`` (the one the Dagger pipeline
+This runs the exact exec of ``executor.runtime.jail_core.bundle.container_exec`` (the one the Dagger pipeline
 sends) that way: the image's root filesystem only (its environment unset, user root, entrypoint
 replaced by the bundle's supervisor), the bundle mounted read-only, the run's files in a
 directory mounted at ``RUN_MOUNT``; the result is read back from that directory and judged by
@@ -19,9 +19,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from executor.jail.bundle import BUNDLE_MOUNT, RUN_MOUNT, SECRETS_MOUNT, Bundle, ImageConfig, container_exec
 from executor.runtime.base import RunSpec, SandboxResult, Termination
 from executor.runtime.jail import result_from_document
+from executor.runtime.jail_core.bundle import (
+    BUNDLE_MOUNT,
+    RUN_MOUNT,
+    SECRETS_MOUNT,
+    Bundle,
+    ImageConfig,
+    container_exec,
+)
 from executor.runtime.podman import GLOBAL_OPTIONS, NOFILE
 
 # runc here cannot raise these above the host's hard limits (podman's defaults exceed them).

@@ -25,13 +25,6 @@ import pytest
 from gql.transport.exceptions import TransportQueryError
 
 from agents.limits import Limits
-from executor.jail.bundle import (
-    BUNDLE_MOUNT,
-    RUN_MOUNT,
-    SECRETS_MOUNT,
-    Bundle,
-    ImageConfig,
-)
 from executor.runtime.base import RunSpec, SandboxResult, SecretValue, Termination
 from executor.runtime.dagger import DaggerRuntime
 from executor.runtime.dagger_pipeline import (
@@ -41,6 +34,13 @@ from executor.runtime.dagger_pipeline import (
     build_container,
     jail_bundle,
     jail_container,
+)
+from executor.runtime.jail_core.bundle import (
+    BUNDLE_MOUNT,
+    RUN_MOUNT,
+    SECRETS_MOUNT,
+    Bundle,
+    ImageConfig,
 )
 from tests.helpers import dagger_schema
 from tests.helpers.dagger_schema import (

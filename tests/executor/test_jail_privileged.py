@@ -18,9 +18,9 @@ import pytest
 
 from agents.limits import Limits
 from agents.manifest import Manifest
-from executor.jail.bundle import BUNDLE_MOUNT, Bundle, BundleError, host_bundle
 from executor.runtime.base import RunSpec, Termination
 from executor.runtime.jail import JailRuntime
+from executor.runtime.jail_core.bundle import BUNDLE_MOUNT, Bundle, BundleError, host_bundle
 from executor.runtime.podman import GLOBAL_OPTIONS
 from tests.executor import jail_support
 from tests.executor.conftest import SMALL, new_run_id, run_agent
@@ -34,6 +34,7 @@ host_listener = jail_support.host_listener
 
 HOSTILE_DIR = Path(__file__).resolve().parents[1] / "agents" / "hostile"
 HOSTILE_IMAGE = "localhost/airlock/hostile:test"
+REPO_JAIL_CORE = Path(__file__).resolve().parents[2] / "executor" / "runtime" / "jail_core"
 
 
 @pytest.fixture(scope="session")
@@ -223,13 +224,13 @@ def test_the_module_bundle_script_builds_a_bundle_that_runs_the_jail(
     # host to take one from). The same script, run here, gives the host bundle's layout, a
     # static supervisor, and a bundle that runs a hostile image's agent with nothing of the
     # image run as root.
-    from executor.jail.bundle import is_static
     from executor.runtime.dagger_pipeline import BUILD_SCRIPT
+    from executor.runtime.jail_core.bundle import is_static
 
     out = tmp_path / "bundle"
     r = subprocess.run(["sh", "-c", BUILD_SCRIPT], capture_output=True, text=True, timeout=300,
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BUNDLE_OUT": str(out),
-                            "BUNDLE_SRC": str(Path(__file__).resolve().parents[2] / "executor" / "jail")})
+                            "BUNDLE_SRC": str(REPO_JAIL_CORE)})
     assert r.returncode == 0, r.stderr
     assert is_static(out / "airlock-jail")
     (loader,) = [p.name for p in (out / "lib").iterdir() if p.name.startswith("ld-linux")]

@@ -10,10 +10,10 @@ import graphql
 import pytest
 
 from agents.limits import Limits
-from executor.jail.bundle import ImageConfig
 from executor.results import MAX_JSON_DEPTH, interpret
 from executor.runtime.base import RunSpec, SandboxResult, SecretValue, Termination
 from executor.runtime.dagger_pipeline import RESULT_PATH, jail_container
+from executor.runtime.jail_core.bundle import ImageConfig
 from executor.runtime.podman import PodmanRuntime
 from tests.helpers import dagger_schema
 from tests.helpers.dagger_schema import fake_client, field_args, jail_result_text

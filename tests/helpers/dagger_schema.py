@@ -147,7 +147,7 @@ def jail_result_text(logs: bytes = b"", output: bytes | None = None, *,
                      logs_truncated: bool = False, output_truncated: bool = False,
                      **status: Any) -> str:
     """A jail supervisor's result document (``--result``; see ``write_result`` in
-    executor/jail/supervisor.c): its status, the log and the output file, both base64."""
+    executor/runtime/jail_core/supervisor.c): its status, the log and the output file, both base64."""
     base: dict[str, Any] = {"version": 1, "exit_code": 0, "signal": 0, "timed_out": False,
                             "cancelled": False, "oom_kill": 0, "peak_memory_bytes": 1 << 20,
                             "failcnt": 0, "cgroup_v2": False, "duration_seconds": 0.25,

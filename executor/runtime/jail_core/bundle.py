@@ -156,8 +156,8 @@ def host_bundle(cache_dir: Path) -> Bundle:
     """The bundle from this host's programs: the supervisor built here, ``bwrap`` and
     ``slirp4netns`` from PATH, the seccomp filter compiled here. Raises BundleError naming
     what is missing."""
-    from executor.jail.build import BuildError, supervisor_path
-    from executor.jail.seccomp import SeccompUnavailable, compile_filter
+    from executor.runtime.jail_core.build import BuildError, supervisor_path
+    from executor.runtime.jail_core.seccomp import SeccompUnavailable, compile_filter
 
     found = {}
     for prog, package in (("bwrap", "bubblewrap"), ("slirp4netns", "slirp4netns")):
