@@ -27,6 +27,7 @@ from server.telemetry import approval_closed
 
 log = logging.getLogger(__name__)
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
+SNAPSHOT_PAGE = 500  # WatchApprovals reads its snapshot of pending approvals in pages this big
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +178,18 @@ class ApprovalService:
         seen: dict[str, int] = {}
         token = notifier.token(APPROVALS)
         since = self.clock()
-        async with self.store.read() as tx:
-            pending = await tx.approvals.find(statuses=["pending"], limit=1000)
-            views = await self._views(tx, pending)
-        for v in views:
-            seen[v.approval.run_id] = v.approval.version
-            yield v
+        after = ""
+        while True:  # the snapshot: every pending approval, a page per read
+            async with self.store.read() as tx:
+                pending = await tx.approvals.find(statuses=["pending"], after_run_id=after,
+                                                  limit=SNAPSHOT_PAGE)
+                views = await self._views(tx, pending)
+            for v in views:  # yielded outside the read: no connection held while sending
+                seen[v.approval.run_id] = v.approval.version
+                yield v
+            if len(pending) < SNAPSHOT_PAGE:
+                break
+            after = pending[-1].run_id
         while True:
             await notifier.wait(token, self.watch_poll_seconds)
             token = notifier.token(APPROVALS)
