@@ -13,6 +13,7 @@ from agents.manifest import Risk
 from server.domain.clock import Clock, utcnow
 from server.domain.policy import Policy
 from server.domain.states import RunState
+from server.services import page_tokens
 from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
 from server.services.registry import RegistryService
@@ -93,6 +94,8 @@ class ControlPlane:
         log.info("risk policy: %s: %s", self.policy_source, describe_policy(self.policy))
         if self.settings.migrate_on_start:
             await asyncio.to_thread(upgrade, self.url)
+        if self.settings.page_token_key is not None:  # else the process's random key
+            page_tokens.set_key(self.settings.page_token_key.get_secret_value())
         notifier = Notifier()
         self.store = Store(make_engine(url=self.url, pool_size=self.settings.db_pool_size), notifier)
         self.services = build_services(self.store, self.settings, self.policy, clock=self.clock)

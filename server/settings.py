@@ -83,6 +83,10 @@ class ServerSettings(CommonSettings):
     nats_url: SecretStr | None = Field(
         default=None, description="NATS server(s), comma-separated, for runs submitted by NATS "
         "request; unset: no NATS (events still stream over gRPC from the database)")
+    page_token_key: SecretStr | None = Field(
+        default=None, description="key authenticating page tokens (HMAC-SHA256); unset: a "
+        "random key per process, so tokens do not survive a restart: give every process of "
+        "one deployment the same key")
     nats_submit_subject: str = Field(default="airlock.submit",
                                      pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
                                      description="subject answered with SubmitRun over NATS")

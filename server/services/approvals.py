@@ -70,8 +70,9 @@ class ApprovalService:
         for i, s in enumerate(req.statuses):
             if s not in STATUSES:
                 raise InvalidArgument(f"statuses[{i}]", f"unknown status {s!r}")
-        paging = Paging.of(size, req.page_token)
         mine = who.owner if req.actionable_only else ""
+        paging = Paging.of(size, req.page_token, {"list": "approvals", "statuses": req.statuses,
+                                                  "actionable_by": mine})
         async with self.store.read() as tx:
             page = paging.page(await tx.approvals.find(
                 statuses=list(req.statuses) or ["pending"], after_run_id=paging.after,

@@ -106,7 +106,7 @@ class RegistryService:
     async def list_agents(self, req: ListAgentsRequest) -> Page[Agent]:
         size = page_size(req.page_size)  # checked before the prefix, as always
         check("name_prefix", req.name_prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
-        paging = Paging.of(size, req.page_token)
+        paging = Paging.of(size, req.page_token, {"list": "agents", "name_prefix": req.name_prefix})
         async with self.store.read() as tx:
             items = await tx.registry.list_agents(prefix=req.name_prefix, after=paging.after,
                                                   limit=paging.fetch)

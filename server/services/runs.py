@@ -193,7 +193,9 @@ class RunService:
         return run
 
     async def list(self, req: ListRunsRequest) -> Page[Run]:
-        paging = Paging.of(req.page_size, req.page_token)
+        paging = Paging.of(req.page_size, req.page_token, {
+            "list": "runs", "agent": req.agent, "states": [s.value for s in req.states],
+            "submitter": req.submitter})
         check("agent", req.agent, pattern=NAME_RE, max_len=63)
         check("submitter", req.submitter, max_len=200)
         async with self.store.read() as tx:

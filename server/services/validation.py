@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,15 +50,17 @@ class Paging:
 
     size: int
     after: str
+    query: Mapping[str, object]
 
     @classmethod
-    def of(cls, size: int, token: str) -> Paging:
+    def of(cls, size: int, token: str, query: Mapping[str, object]) -> Paging:
+        """``query``: the list's name and every filter field; the token is bound to them."""
         n = page_size(size)
         try:
-            after = decode_token(token)
+            after = decode_token(token, query)
         except ValueError as e:
             raise InvalidArgument("page_token", str(e)) from None
-        return cls(n, after)
+        return cls(n, after, query)
 
     @property
     def fetch(self) -> int:
@@ -66,7 +68,7 @@ class Paging:
 
     def page(self, rows: Sequence[T], key: Callable[[T], str]) -> Page[T]:
         items = list(rows[: self.size])
-        return Page(items, encode_token(key(items[-1])) if len(rows) > self.size else "")
+        return Page(items, encode_token(key(items[-1]), self.query) if len(rows) > self.size else "")
 
 
 def parse_json(field: str, text: str, *, max_bytes: int) -> Any:

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import run_service_pb2 as rs
+from server.services.page_tokens import encode_token
+from server.transport.convert import state_from_pb
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.api import approve, cancel, expect_code, register, submit
 from tests.helpers.client import Client
@@ -270,7 +272,7 @@ async def make_target(url: str) -> Target:
         "RegistryService.GetAgentVersion": {"name": "echo", "version": "1.0.0"},
         "RegistryService.ListAgents": {
             "page_size": 1,
-            "page_token": b64("echo"),
+            "page_token": encode_token("echo", {"list": "agents", "name_prefix": "e"}),
             "name_prefix": "e",
         },
         # Single-field changes must not hit a real version (names and versions are in `known`).
@@ -291,7 +293,9 @@ async def make_target(url: str) -> Target:
         "RunService.GetRun": {"run_id": queued},
         "RunService.ListRuns": {
             "page_size": 2,
-            "page_token": b64(queued),
+            "page_token": encode_token(queued, {"list": "runs", "agent": "echo",
+                                                "states": [state_from_pb("", 2).value],
+                                                "submitter": "alice"}),
             "agent": "echo",
             "states": [2],
             "submitter": "alice",
@@ -301,7 +305,8 @@ async def make_target(url: str) -> Target:
         "RunService.GetRunResult": {"run_id": done},
         "ApprovalService.ListApprovals": {
             "page_size": 1,
-            "page_token": b64(pending),
+            "page_token": encode_token(pending, {"list": "approvals", "statuses": ["pending"],
+                                                 "actionable_by": "admin"}),
             "statuses": [1],
             "actionable_only": True,
         },
