@@ -16,6 +16,7 @@ from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
 from server.transport.errors import to_status
 from server.transport.handlers import HANDLERS, SERVICES, Services
+from server.transport.streams import recheck_period, rechecked
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             tok = await check(request, context)
             try:
-                async for item in inner_us(request, context):
+                async for item in rechecked(inner_us(request, context),
+                                            lambda: authorize(self.admin, op, header),
+                                            recheck_period(self.admin)):
                     yield item
             except grpc.aio.AbortError:
                 raise

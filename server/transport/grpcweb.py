@@ -53,6 +53,7 @@ from server.transport.handlers import (
     RunHandlers,
     Services,
 )
+from server.transport.streams import recheck_period, rechecked
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,14 @@ class ConnectAuth:
         self.admin = admin
         self.closing = closing
 
-    async def _enter(self, ctx: RequestContext) -> Token[Principal]:
+    async def _authorize(self, ctx: RequestContext) -> Principal:
         method = ctx.method
         operation = f"{method.service_name.removeprefix(PACKAGE)}.{method.name}"
+        return await authorize(self.admin, operation, ctx.request_headers.get("authorization"))
+
+    async def _enter(self, ctx: RequestContext) -> Token[Principal]:
         try:
-            principal = await authorize(self.admin, operation,
-                                        ctx.request_headers.get("authorization"))
+            principal = await self._authorize(ctx)
         except Exception as e:  # also a database failure: internals never leak
             raise connect_error(e) from None
         return set_principal(principal)
@@ -138,7 +141,9 @@ class ConnectAuth:
     ) -> AsyncIterator[Any]:
         token = await self._enter(ctx)
         try:
-            async for item in self._until_closing(call_next(request, ctx)):
+            stream = rechecked(call_next(request, ctx), lambda: self._authorize(ctx),
+                               recheck_period(self.admin))
+            async for item in self._until_closing(stream):
                 yield item
         finally:
             self._leave(token)

@@ -4,12 +4,15 @@ every way out of a stream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import timedelta
 
 import grpc
+import pytest
 from sqlalchemy import insert, select
 
+from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
@@ -127,3 +130,49 @@ async def test_run_page_tokens_bound_to_filters(plane: Plane) -> None:
                            page_token=page.next_page_token), metadata=admin.md),
         Code.INVALID_ARGUMENT)
     assert err.details().startswith("page_token:"), err.details()
+
+
+# --- revocation reaches open streams ----------------------------------------------------------
+
+
+async def test_revoked_key_ends_its_open_watch_approvals_stream(plane: Plane) -> None:
+    admin = plane.admin
+    await register(admin, manifest_text("risky", risk="high"))
+    alice = await plane.key("alice", "submitter")
+    bob = await plane.key("bob", "approver")
+    who = await bob.admin.WhoAmI(adm.WhoAmIRequest(), metadata=bob.md)
+    before = (await submit(alice, "risky")).run.id
+    stream = bob.approvals.WatchApprovals(aps.WatchApprovalsRequest(), metadata=bob.md)
+    it = stream.__aiter__()
+    assert (await it.__anext__()).approval.run_id == before  # open and authenticated
+    await admin.admin.RevokeApiKey(adm.RevokeApiKeyRequest(id=who.key.id), metadata=admin.md)
+    after = (await submit(alice, "risky")).run.id
+    got: list[str] = []
+    # The documented revocation lag is AIRLOCK_AUTH_CACHE_SECONDS; a few seconds of slack for
+    # a loaded machine. The bound is the contract, not a performance figure.
+    lag = plane.cp.settings.auth_cache_seconds
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with asyncio.timeout(lag + 5):
+            while True:
+                got.append((await it.__anext__()).approval.run_id)
+    assert info.value.code() == Code.UNAUTHENTICATED, info.value
+    assert after not in got
+
+
+async def test_revoked_key_ends_an_idle_stream_within_the_lag(plane: Plane) -> None:
+    """No message to send at all: the stream still re-checks its key and ends."""
+    admin = plane.admin
+    await register(admin, manifest_text("risky", risk="high"))
+    alice = await plane.key("alice", "submitter")
+    bob = await plane.key("bob", "approver")
+    who = await bob.admin.WhoAmI(adm.WhoAmIRequest(), metadata=bob.md)
+    run_id = (await submit(alice, "risky")).run.id
+    stream = bob.approvals.WatchApprovals(aps.WatchApprovalsRequest(), metadata=bob.md)
+    it = stream.__aiter__()
+    assert (await it.__anext__()).approval.run_id == run_id
+    await admin.admin.RevokeApiKey(adm.RevokeApiKeyRequest(id=who.key.id), metadata=admin.md)
+    lag = plane.cp.settings.auth_cache_seconds  # the documented lag, plus slack (as above)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with asyncio.timeout(lag + 5):
+            await it.__anext__()
+    assert info.value.code() == Code.UNAUTHENTICATED, info.value
