@@ -17,7 +17,7 @@ from server.domain.errors import (
     SelfApprovalRefused,
 )
 from server.domain.models import Approval, Page, Run
-from server.domain.principal import Principal
+from server.domain.principal import Principal, sees_run
 from server.domain.states import RunState
 from server.services.runs import RUN_ID_RE
 from server.services.validation import Paging, check, page_size, require
@@ -79,15 +79,25 @@ class ApprovalService:
                 limit=paging.fetch, not_submitted_by=mine, not_decided_by=mine),
                 key=lambda a: a.run_id)
             views = await self._views(tx, page.items)
+        # Every role allowed to list sees every approval today; the filter keeps the table
+        # the one place that says so.
+        views = [v for v in views if self._sees("ApprovalService.ListApprovals", who, v)]
         return Page(views, page.next_token)
 
-    async def get(self, run_id: str) -> ApprovalView:
+    @staticmethod
+    def _sees(operation: str, who: Principal, v: ApprovalView) -> bool:
+        """Every approval is of a run that asked for approval (the DECIDE scope sees it)."""
+        return sees_run(operation, who, submitter=v.run.submitter, asked_approval=True)
+
+    async def get(self, who: Principal, run_id: str) -> ApprovalView:
+        """NOT_FOUND (as for a run without approval) when outside the caller's scope."""
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
             a = await tx.approvals.get(run_id)
-            if a is None:
-                raise ApprovalNotFound(run_id)
-            return (await self._views(tx, [a]))[0]
+            views = await self._views(tx, [a]) if a is not None else []
+        if not views or not self._sees("ApprovalService.GetApproval", who, views[0]):
+            raise ApprovalNotFound(run_id)
+        return views[0]
 
     async def approve(self, who: Principal, req: DecideRequest) -> ApprovalView:
         return await self._decide(who, req.run_id, "approve", req.reason)
@@ -106,9 +116,16 @@ class ApprovalService:
             # Lock order (approval, then run) is the same everywhere: no deadlocks.
             a = await tx.approvals.get(run_id, lock=True)
             if a is None:
-                raise (ApprovalNotFound(run_id) if await tx.runs.get(run_id) else RunNotFound(run_id))
+                run = await tx.runs.get(run_id)
+                # Only a caller who may see the run learns that it exists without an approval.
+                seen = run is not None and sees_run(f"ApprovalService.{verdict.title()}", who,
+                                                    submitter=run.submitter, asked_approval=False)
+                raise ApprovalNotFound(run_id) if seen else RunNotFound(run_id)
             run = await tx.runs.get(run_id, lock=True)
             assert run is not None
+            if not sees_run(f"ApprovalService.{verdict.title()}", who, submitter=run.submitter,
+                            asked_approval=True):
+                raise RunNotFound(run_id)
             if a.status == "pending" and now >= a.expires_at:
                 await self._expire(tx, a, run, now)  # committed below, then refused
                 expired = True
@@ -179,6 +196,7 @@ class ApprovalService:
         seen: dict[str, int] = {}
         token = notifier.token(APPROVALS)
         since = self.clock()
+        op = "ApprovalService.WatchApprovals"
         after = ""
         while True:  # the snapshot: every pending approval, a page per read
             async with self.store.read() as tx:
@@ -187,7 +205,8 @@ class ApprovalService:
                 views = await self._views(tx, pending)
             for v in views:  # yielded outside the read: no connection held while sending
                 seen[v.approval.run_id] = v.approval.version
-                yield v
+                if self._sees(op, who, v):
+                    yield v
             if len(pending) < SNAPSHOT_PAGE:
                 break
             after = pending[-1].run_id
@@ -202,4 +221,5 @@ class ApprovalService:
             for v in views:
                 seen[v.approval.run_id] = v.approval.version
                 since = max(since, v.approval.updated_at)
-                yield v
+                if self._sees(op, who, v):
+                    yield v

@@ -18,17 +18,16 @@ from server.domain.errors import (
     IllegalTransition,
     InvalidArgument,
     NoLiveVersion,
-    PermissionDenied,
     RunNotFound,
     VersionDeprecated,
 )
 from server.domain.models import NewRun, Page, Run, RunEvent, RunResult
 from server.domain.policy import Policy, assess
-from server.domain.principal import Principal, Role
+from server.domain.principal import Principal, Scope, scope_of, sees_run
 from server.domain.states import RunState
 from server.ids import new_run_id
 from server.services.validation import Paging, check, parse_json, require
-from server.store import Duplicate, Store
+from server.store import Duplicate, Store, Tx
 from server.store.notify import RUN_EVENTS
 
 RUN_ID_RE = r"^run_[0-9a-z]{26}$"
@@ -184,24 +183,36 @@ class RunService:
             raise IdempotencyConflict(key, existing.id)
         return existing, True
 
-    async def get(self, run_id: str) -> Run:
+    @staticmethod
+    async def visible(tx: Tx, operation: str, who: Principal, run: Run) -> bool:
+        """Whether ``who`` sees ``run`` through ``operation`` (its scope in the role table)."""
+        if sees_run(operation, who, submitter=run.submitter, asked_approval=False):
+            return True
+        return (scope_of(operation, who) is Scope.DECIDE
+                and await tx.approvals.get(run.id) is not None)
+
+    async def get(self, who: Principal, run_id: str, *, operation: str = "RunService.GetRun") -> Run:
+        """The run; NOT_FOUND when it does not exist or is outside the caller's scope."""
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
             run = await tx.runs.get(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
+            if run is None or not await self.visible(tx, operation, who, run):
+                raise RunNotFound(run_id)
         return run
 
-    async def list(self, req: ListRunsRequest) -> Page[Run]:
+    async def list(self, who: Principal, req: ListRunsRequest) -> Page[Run]:
         paging = Paging.of(req.page_size, req.page_token, {
             "list": "runs", "agent": req.agent, "states": [s.value for s in req.states],
             "submitter": req.submitter})
         check("agent", req.agent, pattern=NAME_RE, max_len=63)
         check("submitter", req.submitter, max_len=200)
+        scope = scope_of("RunService.ListRuns", who)
         async with self.store.read() as tx:
             items = await tx.runs.find(agent=req.agent, states=req.states,
                                        submitter=req.submitter, before_id=paging.after,
-                                       limit=paging.fetch)
+                                       limit=paging.fetch,
+                                       visible_to="" if scope is Scope.ALL else who.owner,
+                                       or_asked_approval=scope is Scope.DECIDE)
         return paging.page(items, key=lambda r: r.id)
 
     async def cancel(self, who: Principal, req: CancelRequest) -> Run:
@@ -215,10 +226,9 @@ class RunService:
             # must not deadlock on PostgreSQL.
             await tx.approvals.get(run_id, lock=True)
             run = await tx.runs.get(run_id, lock=True)
-            if run is None:
+            # Only the submitting owner (or an admin) may cancel: others' runs are NOT_FOUND.
+            if run is None or not await self.visible(tx, "RunService.CancelRun", who, run):
                 raise RunNotFound(run_id)
-            if who.role is not Role.ADMIN and run.submitter != who.owner:
-                raise PermissionDenied(f"only the submitter or an admin may cancel run {run_id}")
             if run.state.terminal:
                 raise IllegalTransition(run_id, run.state.value, RunState.CANCELLED.value)
             if run.state is RunState.RUNNING:
@@ -234,7 +244,7 @@ class RunService:
         assert fresh is not None
         return fresh
 
-    async def watch(self, run_id: str, from_seq: int) -> AsyncIterator[RunEvent]:
+    async def watch(self, who: Principal, run_id: str, from_seq: int) -> AsyncIterator[RunEvent]:
         """Events from ``from_seq`` on; ends after the terminal event. Works without NATS."""
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         if from_seq < 0:
@@ -243,7 +253,9 @@ class RunService:
             raise InvalidArgument("from_sequence", f"must be at most {MAX_SEQUENCE}")
         cursor = max(from_seq, 1)
         notifier = self.store.notifier
-        await self.get(run_id)  # NOT_FOUND before the stream starts
+        # NOT_FOUND before the stream starts; a run's submitter and approval request never
+        # change afterwards, so one check covers the whole stream.
+        await self.get(who, run_id, operation="RunService.WatchRun")
         while True:
             token = notifier.token(RUN_EVENTS)
             async with self.store.read() as tx:
@@ -259,12 +271,12 @@ class RunService:
             if not events:
                 await notifier.wait(token, self.watch_poll_seconds)
 
-    async def result(self, run_id: str) -> RunResult:
+    async def result(self, who: Principal, run_id: str) -> RunResult:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         async with self.store.read() as tx:
             res = await tx.runs.result(run_id)
-        if res is None:
-            raise RunNotFound(run_id)
+            if res is None or not await self.visible(tx, "RunService.GetRunResult", who, res.run):
+                raise RunNotFound(run_id)
         if len(res.logs) > MAX_LOG_BYTES_RETURNED:
             res = replace(res, logs=res.logs[-MAX_LOG_BYTES_RETURNED:], logs_truncated=True)
         return res

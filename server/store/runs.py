@@ -157,9 +157,21 @@ class RunRepository(Repository):
         return _run(row) if row else None
 
     async def find(self, *, agent: str = "", states: Sequence[RunState] = (),
-                   submitter: str = "", before_id: str = "", limit: int) -> list[Run]:
-        """Newest first; empty filters match everything."""
+                   submitter: str = "", before_id: str = "", limit: int,
+                   visible_to: str = "", or_asked_approval: bool = False) -> list[Run]:
+        """Newest first; empty filters match everything.
+
+        ``visible_to``: only runs that owner submitted, and (``or_asked_approval``) runs that
+        asked for approval (a read scope, ``server.domain.principal.Scope``).
+        """
         q = select(*_RUN_COLS).order_by(_R.c.id.desc()).limit(limit)
+        if visible_to:
+            own = _R.c.submitter == visible_to
+            if or_asked_approval:
+                asked = select(t.approvals.c.run_id).where(t.approvals.c.run_id == _R.c.id).exists()
+                q = q.where(or_(own, asked))
+            else:
+                q = q.where(own)
         if agent:
             q = q.where(_R.c.agent_name == agent)
         if states:

@@ -86,11 +86,11 @@ class RunHandlers:
         return rs.SubmitRunResponse(run=c.run_pb(run), deduplicated=dedup)
 
     async def get_run(self, req: rs.GetRunRequest, ctx: Any = None) -> rs.GetRunResponse:
-        return rs.GetRunResponse(run=c.run_pb(await self.s.runs.get(req.run_id)))
+        return rs.GetRunResponse(run=c.run_pb(await self.s.runs.get(current_principal(), req.run_id)))
 
     async def list_runs(self, req: rs.ListRunsRequest, ctx: Any = None) -> rs.ListRunsResponse:
         states = [c.state_from_pb(f"states[{i}]", s) for i, s in enumerate(req.states)]
-        page = await self.s.runs.list(ListRunsRequest(
+        page = await self.s.runs.list(current_principal(), ListRunsRequest(
             page_size=req.page_size, page_token=req.page_token, agent=req.agent,
             states=tuple(states), submitter=req.submitter))
         return rs.ListRunsResponse(runs=[c.run_pb(r) for r in page.items], next_page_token=page.next_token)
@@ -103,14 +103,14 @@ class RunHandlers:
 
     async def watch_run(self, req: rs.WatchRunRequest, ctx: Any = None) -> AsyncIterator[rs.WatchRunResponse]:
         linked = False
-        async for e in self.s.runs.watch(req.run_id, req.from_sequence):
+        async for e in self.s.runs.watch(current_principal(), req.run_id, req.from_sequence):
             if not linked:  # this RPC is a trace of its own, linked to the run's
                 link_run(e.traceparent, e.run_id)
                 linked = True
             yield rs.WatchRunResponse(event=c.event_pb(e))
 
     async def get_run_result(self, req: rs.GetRunResultRequest, ctx: Any = None) -> rs.GetRunResultResponse:
-        res = await self.s.runs.result(req.run_id)
+        res = await self.s.runs.result(current_principal(), req.run_id)
         link_run(res.run.traceparent, res.run.id)
         return rs.GetRunResultResponse(
             run=c.run_pb(res.run), output_json=res.output_json or "", error_code=res.error_code,
@@ -131,7 +131,8 @@ class ApprovalHandlers:
                                          next_page_token=page.next_token)
 
     async def get_approval(self, req: aps.GetApprovalRequest, ctx: Any = None) -> aps.GetApprovalResponse:
-        return aps.GetApprovalResponse(approval=c.approval_pb(await self.s.approvals.get(req.run_id)))
+        view = await self.s.approvals.get(current_principal(), req.run_id)
+        return aps.GetApprovalResponse(approval=c.approval_pb(view))
 
     async def approve(self, req: aps.ApproveRequest, ctx: Any = None) -> aps.ApproveResponse:
         v = await self.s.approvals.approve(current_principal(), DecideRequest(req.run_id, req.reason))

@@ -101,6 +101,20 @@ async def test_idempotency_as_on_grpc(world: World) -> None:
     assert first["run"]["id"] in other["error"]["message"]
 
 
+async def test_submit_reply_stays_in_the_owners_scope(world: World) -> None:
+    """Another owner reusing alice's idempotency key (same request) gets a run of its own, never
+    alice's run in the reply; and it cannot read alice's run (NOT_FOUND, as an unknown id)."""
+    first, _ = await world.ask(req(idempotency_key="k-scope"), world.alice.token)
+    bob = await world.plane.key("bob", "submitter")
+    theirs, headers = await world.ask(req(idempotency_key="k-scope"), bob.token)
+    assert headers["Airlock-Status"] == "OK", theirs
+    assert theirs["deduplicated"] is False and theirs["run"]["submitter"] == "bob"
+    assert theirs["run"]["id"] != first["run"]["id"]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await bob.runs.GetRun(rs.GetRunRequest(run_id=first["run"]["id"]), metadata=bob.md)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 CASES: list[tuple[str, bytes | dict[str, Any], str, str, str]] = [
     # (what, body, key, code, message fragment)
     ("not JSON", b"{not json", "alice", "INVALID_ARGUMENT", "request: not JSON"),

@@ -1,4 +1,5 @@
-"""Every RPC × every kind of caller gives the code the role table says (PostgreSQL plane)."""
+"""Every RPC × every kind of caller gives the code the role table says (PostgreSQL plane),
+and every run-reading RPC × role sees exactly the runs its scope says (own vs another owner's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import grpc
 import pytest
 
 from airlock.v1 import admin_service_pb2 as adm
-from server.domain.principal import PERMISSIONS, Role
+from airlock.v1 import approval_pb2 as aps_pb
+from airlock.v1 import approval_service_pb2 as aps
+from airlock.v1 import run_service_pb2 as rs
+from server.domain.principal import PERMISSIONS, Role, Scope
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.api import cancel, register, submit
 from tests.helpers.db import PgTemplates
@@ -27,8 +31,10 @@ class Matrix:
     channel: grpc.aio.Channel
     # caller name -> (metadata, role or None when the caller must be refused as unauthenticated)
     callers: dict[str, tuple[tuple[tuple[str, str], ...], Role | None]]
-    # operation -> a valid request for the read-only RPCs (answered OK when allowed)
+    # operation -> a valid request for the read-only RPCs (answered OK when allowed and in scope)
     valid: dict[str, dict[str, Any]]
+    # role -> run kind ("own", "own_asked", "other", "other_asked") -> a terminal run's id
+    runs: dict[Role, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +46,28 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
         await register(admin, manifest_text("echo"))
         await register(admin, manifest_text("risky", risk="high"))
         alice = await plane.key("alice", "submitter")
-        done = (await submit(alice)).run.id
-        await cancel(alice, done)  # terminal, so WatchRun ends by itself
         pending = (await submit(alice, "risky")).run.id  # WatchApprovals has something to send
 
+        # Terminal runs of another owner (alice): one auto-approved, one that asked for approval.
+        other = (await submit(alice)).run.id
+        await cancel(alice, other)
+        other_asked = (await submit(alice, "risky")).run.id
+        await cancel(alice, other_asked)
+
         callers: dict[str, tuple[tuple[tuple[str, str], ...], Role | None]] = {}
+        runs: dict[Role, dict[str, str]] = {}
         for role in Role:
             c = await plane.key(f"who-{role.value}", role.value)
             callers[role.value] = (c.md, role)
+            # The caller's own runs, submitted by a submitter key of the same owner (keys of
+            # one owner share runs), then cancelled so that every stream ends by itself.
+            sibling = c if role is Role.SUBMITTER else await plane.key(f"who-{role.value}", "submitter")
+            own = (await submit(sibling)).run.id
+            own_asked = (await submit(sibling, "risky")).run.id
+            for rid in (own, own_asked):
+                await cancel(sibling, rid)
+            runs[role] = {"own": own, "own_asked": own_asked, "other": other,
+                          "other_asked": other_asked}
         revoked = await admin.admin.CreateApiKey(
             adm.CreateApiKeyRequest(owner="gone", role=adm.ROLE_ADMIN), metadata=admin.md
         )
@@ -66,16 +86,13 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
                 "revoked": ((("authorization", f"Bearer {revoked.token}"),), None),
             }
         )
+        # Requests naming one run are answered by scope (test_run_scopes), not here.
         valid: dict[str, dict[str, Any]] = {
             "RegistryService.GetAgent": {"name": "echo"},
             "RegistryService.GetAgentVersion": {"name": "echo"},
             "RegistryService.ListAgents": {},
-            "RunService.GetRun": {"run_id": done},
             "RunService.ListRuns": {},
-            "RunService.WatchRun": {"run_id": done},
-            "RunService.GetRunResult": {"run_id": done},
             "ApprovalService.ListApprovals": {},
-            "ApprovalService.GetApproval": {"run_id": pending},
             "ApprovalService.WatchApprovals": {},
             "AdminService.ListApiKeys": {},
             "AdminService.ListExecutors": {},
@@ -83,7 +100,8 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
         }
         channel = grpc.aio.insecure_channel(plane.address)
         plane.channels.append(channel)
-        yield Matrix(plane, channel, callers, valid)
+        assert pending
+        yield Matrix(plane, channel, callers, valid, runs)
     finally:
         await plane.close()
         pg_templates.drop(url)
@@ -121,6 +139,106 @@ async def test_rpc_for_every_caller(matrix: Matrix, rpc: Rpc) -> None:
         if not ok:
             wrong.append(f"{name}: want {want}, got {code.name} ({details})")
     assert not wrong, f"{rpc.operation}:\n" + "\n".join(wrong)
+
+
+# Run-reading operations that name one run: run kinds they are asked about, and the code a
+# caller who sees the run gets (the runs are terminal: CancelRun and the decisions refuse them).
+UNKNOWN_RUN = "run_00000000000000000000000000"
+SCOPED: dict[str, tuple[tuple[str, ...], Code]] = {
+    "RunService.GetRun": (("own", "own_asked", "other", "other_asked"), Code.OK),
+    "RunService.GetRunResult": (("own", "own_asked", "other", "other_asked"), Code.OK),
+    "RunService.WatchRun": (("own", "own_asked", "other", "other_asked"), Code.OK),
+    "RunService.CancelRun": (("own", "own_asked", "other", "other_asked"), Code.FAILED_PRECONDITION),
+    "ApprovalService.GetApproval": (("own_asked", "other_asked"), Code.OK),
+    "ApprovalService.Approve": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
+    "ApprovalService.Reject": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
+}
+# What each scope sees, written out independently of the server's code.
+SEES: dict[Scope, frozenset[str]] = {
+    Scope.ALL: frozenset({"own", "own_asked", "other", "other_asked"}),
+    Scope.DECIDE: frozenset({"own", "own_asked", "other_asked"}),
+    Scope.OWN: frozenset({"own", "own_asked"}),
+}
+
+
+def test_scope_decisions() -> None:
+    """The decisions docs/design.md states, pinned: who sees which runs."""
+    for op in ("RunService.GetRun", "RunService.ListRuns", "RunService.WatchRun",
+               "RunService.GetRunResult"):
+        assert PERMISSIONS[op] == {Role.ADMIN: Scope.ALL, Role.VIEWER: Scope.ALL,
+                                   Role.APPROVER: Scope.DECIDE, Role.SUBMITTER: Scope.OWN,
+                                   Role.EXECUTOR: Scope.OWN}, op
+    assert PERMISSIONS["ApprovalService.GetApproval"][Role.SUBMITTER] is Scope.OWN
+    assert PERMISSIONS["RunService.CancelRun"] == {Role.ADMIN: Scope.ALL, Role.SUBMITTER: Scope.OWN}
+    assert set(SCOPED) | {"RunService.ListRuns"} <= set(PERMISSIONS)
+
+
+def _request(op: str, run_id: str) -> Any:
+    rpc = next(r for r in RPCS if r.operation == op)
+    fields: dict[str, Any] = {"run_id": run_id}
+    if op == "ApprovalService.Reject":
+        fields["reason"] = "no"
+    return rpc, rpc.request_class(**fields)
+
+
+@pytest.mark.parametrize("op", sorted(SCOPED))
+async def test_run_scopes(matrix: Matrix, op: str) -> None:
+    """Each allowed role × own and another owner's run: seen as its scope says; a run not
+    seen is answered exactly as a run that does not exist (same code, same message)."""
+    kinds, seen_code = SCOPED[op]
+    wrong: list[str] = []
+    for role, scope in PERMISSIONS[op].items():
+        md, _ = matrix.callers[role.value]
+        for kind in kinds:
+            run_id = matrix.runs[role][kind]
+            rpc, request = _request(op, run_id)
+            code, details = await call(rpc, matrix.channel, request, metadata=md, deadline=5)
+            if kind in SEES[scope]:
+                if code != seen_code:
+                    wrong.append(f"{role.value} {kind}: want {seen_code.name}, got {code.name} ({details})")
+                continue
+            rpc, unknown = _request(op, UNKNOWN_RUN)
+            ucode, udetails = await call(rpc, matrix.channel, unknown, metadata=md, deadline=5)
+            if (code, details) != (ucode, udetails.replace(UNKNOWN_RUN, run_id)) or code != Code.NOT_FOUND:
+                wrong.append(f"{role.value} {kind}: want as unknown ({ucode.name}: {udetails}), "
+                             f"got {code.name} ({details})")
+    assert not wrong, f"{op}:\n" + "\n".join(wrong)
+
+
+async def test_list_runs_scopes(matrix: Matrix) -> None:
+    """ListRuns lists exactly the runs in the caller's scope, also when filtered by submitter."""
+    stub = rs.DESCRIPTOR.services_by_name["RunService"]
+    rpc = Rpc(stub, stub.methods_by_name["ListRuns"])
+    for role, scope in PERMISSIONS["RunService.ListRuns"].items():
+        md, _ = matrix.callers[role.value]
+        resp = await rpc.callable(matrix.channel)(rs.ListRunsRequest(page_size=1000), metadata=md)
+        listed = {r.id for r in resp.runs}
+        kinds = matrix.runs[role]
+        got = {k for k, rid in kinds.items() if rid in listed}
+        assert got == SEES[scope], (role, got)
+        if scope is Scope.OWN:
+            assert {r.submitter for r in resp.runs} == {f"who-{role.value}"}, role
+        # Asking for another owner's runs by name does not widen the scope.
+        resp = await rpc.callable(matrix.channel)(
+            rs.ListRunsRequest(page_size=1000, submitter="alice"), metadata=md)
+        alice = {r.id for r in resp.runs}
+        assert (kinds["other"] in alice) == (scope is Scope.ALL), role
+        assert (kinds["other_asked"] in alice) == (scope is not Scope.OWN), role
+
+
+async def test_watch_approvals_and_list_approvals_scopes(matrix: Matrix) -> None:
+    """Approvals: every allowed role (admin, approver, viewer) sees another owner's approvals
+    (an approver must see what it may decide on); a submitter may not list them at all."""
+    stub = aps.DESCRIPTOR.services_by_name["ApprovalService"]
+    lister = Rpc(stub, stub.methods_by_name["ListApprovals"])
+    for role in PERMISSIONS["ApprovalService.ListApprovals"]:
+        md, _ = matrix.callers[role.value]
+        resp = await lister.callable(matrix.channel)(
+            aps.ListApprovalsRequest(statuses=[aps_pb.APPROVAL_STATUS_CANCELLED], page_size=1000),
+            metadata=md)
+        assert matrix.runs[role]["other_asked"] in {a.run_id for a in resp.approvals}, role
+    assert Role.SUBMITTER not in PERMISSIONS["ApprovalService.ListApprovals"]
+    assert Role.SUBMITTER not in PERMISSIONS["ApprovalService.WatchApprovals"]
 
 
 async def test_who_am_i_names_the_caller(matrix: Matrix) -> None:

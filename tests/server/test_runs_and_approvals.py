@@ -199,7 +199,10 @@ async def test_unknown_run_is_not_found(world: World) -> None:
     await expect_code(cancel(world.alice, missing), Code.NOT_FOUND)
     await expect_code(get_run(world.alice, missing), Code.NOT_FOUND)
     low = (await submit(world.alice)).run  # exists but needs no approval
+    # An approver sees runs that asked for approval (and its own): to bob this one is unknown.
     err = await expect_code(approve(world.bob, low.id), Code.NOT_FOUND)
+    assert err.details() == f"run {low.id!r} not found"
+    err = await expect_code(approve(world.admin, low.id), Code.NOT_FOUND)  # sees every run
     assert "no approval" in err.details()
 
 
@@ -327,9 +330,9 @@ async def test_cancel_in_pending_queued_and_running(world: World) -> None:
     # Asking again while the executor has not yet stopped it is harmless.
     assert (await cancel(world.alice, running.id)).run.cancel_requested
 
-    # Only the submitter (or an admin) may cancel.
+    # Only the submitter (or an admin) may cancel; another owner's run is not even found.
     other = (await submit(world.alice)).run
-    await expect_code(cancel(world.dave_submitter, other.id), Code.PERMISSION_DENIED)
+    await expect_code(cancel(world.dave_submitter, other.id), Code.NOT_FOUND)
     assert (await cancel(world.admin, other.id)).run.state == rp.RUN_STATE_CANCELLED
 
     for rid in (pending.id, queued.id):
@@ -484,8 +487,8 @@ async def test_list_pagination_walks_every_page(world: World) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        resp = await world.bob.runs.ListRuns(
-            rs.ListRunsRequest(page_size=2, page_token=token), metadata=world.bob.md
+        resp = await world.admin.runs.ListRuns(
+            rs.ListRunsRequest(page_size=2, page_token=token), metadata=world.admin.md
         )
         assert len(resp.runs) <= 2
         seen += [r.id for r in resp.runs]
@@ -494,20 +497,20 @@ async def test_list_pagination_walks_every_page(world: World) -> None:
             break
     assert len(seen) == len(set(seen)) == 12 and set(seen) == set(submitted)
     assert seen == sorted(seen, reverse=True)  # newest first
-    mine = await world.bob.runs.ListRuns(
-        rs.ListRunsRequest(submitter="dave"), metadata=world.bob.md
+    mine = await world.admin.runs.ListRuns(
+        rs.ListRunsRequest(submitter="dave"), metadata=world.admin.md
     )
     assert [r.id for r in mine.runs] == submitted[-1:]
-    pending = await world.bob.runs.ListRuns(
-        rs.ListRunsRequest(states=[rp.RUN_STATE_PENDING_APPROVAL]), metadata=world.bob.md
+    pending = await world.admin.runs.ListRuns(
+        rs.ListRunsRequest(states=[rp.RUN_STATE_PENDING_APPROVAL]), metadata=world.admin.md
     )
     assert [r.id for r in pending.runs] == submitted[-1:]
-    by_agent = await world.bob.runs.ListRuns(
-        rs.ListRunsRequest(agent="page-0"), metadata=world.bob.md
+    by_agent = await world.admin.runs.ListRuns(
+        rs.ListRunsRequest(agent="page-0"), metadata=world.admin.md
     )
     assert sorted(r.id for r in by_agent.runs) == sorted(submitted[i] for i in (0, 7))
     await expect_code(
-        world.bob.runs.ListRuns(rs.ListRunsRequest(page_token="!!not-ours"), metadata=world.bob.md),
+        world.admin.runs.ListRuns(rs.ListRunsRequest(page_token="!!not-ours"), metadata=world.admin.md),
         Code.INVALID_ARGUMENT,
     )
 
@@ -583,8 +586,8 @@ async def test_registered_versions_are_immutable(world: World) -> None:
 
 async def test_get_run_result_on_queued_run(world: World) -> None:
     run = (await submit(world.alice, text="result?")).run
-    res = await world.bob.runs.GetRunResult(
-        rs.GetRunResultRequest(run_id=run.id), metadata=world.bob.md
+    res = await world.alice.runs.GetRunResult(  # the submitter reads its own run's result
+        rs.GetRunResultRequest(run_id=run.id), metadata=world.alice.md
     )
     assert res.run.id == run.id and res.run.state == rp.RUN_STATE_QUEUED
     assert (
