@@ -257,7 +257,7 @@ class RunService:
         # change afterwards, so one check covers the whole stream.
         await self.get(who, run_id, operation="RunService.WatchRun")
         while True:
-            token = notifier.token(RUN_EVENTS)
+            token = notifier.token(RUN_EVENTS, run_id)  # woken by this run's events only
             async with self.store.read() as tx:
                 events = await tx.events.since(run_id, cursor)
                 run = None if events else await tx.runs.get(run_id)

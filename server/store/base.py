@@ -19,13 +19,14 @@ class Duplicate(Exception):
 class Unit:
     """One connection's unit of work: its dialect, and what to do once it commits."""
 
-    __slots__ = ("conn", "dialect", "finished", "notify", "pg")
+    __slots__ = ("conn", "dialect", "finished", "notify", "notify_keys", "pg")
 
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
         self.pg = dialect == "postgresql"  # FOR UPDATE, advisory locks, NOTIFY
-        self.notify: set[str] = set()
+        self.notify: set[str] = set()  # channels whose every waiter wakes
+        self.notify_keys: set[tuple[str, str]] = set()  # (channel, key): only that key's waiters
         # Runs that entered a terminal state, with that state and reason (metrics and the
         # run span, after the commit).
         self.finished: list[tuple[Run, str, str]] = []

@@ -54,7 +54,7 @@ class EventRepository(Repository):
             actor=actor, agent_name=run.agent, version=run.version, capability=run.capability,
             traceparent=run.traceparent, created_at=now,
         ))
-        self._unit.notify.add(RUN_EVENTS)
+        self._unit.notify_keys.add((RUN_EVENTS, run.id))  # its watchers, and the channel's
         if state is RunState.QUEUED:
             self._unit.notify.add(RUNS_QUEUED)
 

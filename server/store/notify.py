@@ -2,6 +2,11 @@
 
 Watchers take a token *before* they query, then wait on it; a commit between the query and
 the wait still wakes them (no lost wake-up).
+
+A token is for a whole channel, or for one key of it (``token(RUN_EVENTS, run_id)``): a commit
+that names its keys (the NOTIFY payload) wakes the channel's waiters and those of its keys
+only, so a thousand watch streams do not all re-query for each run's event. A publish without
+a key (a commit that did not say, a LISTEN reconnect) wakes every waiter of the channel.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections import Counter, defaultdict
 
 log = logging.getLogger(__name__)
@@ -20,17 +26,38 @@ RUN_EVENTS, RUNS_QUEUED, APPROVALS = CHANNELS
 class Notifier:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        # Waiters per channel right now: lets operators and tests see that a watch stream is
-        # live (waiting for the next commit) rather than guess with a sleep.
+        # Keyed tokens live while a waiter holds one: a stream that ends leaves nothing behind.
+        self._keyed: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
+            weakref.WeakValueDictionary())
+        self._channel_of: weakref.WeakKeyDictionary[asyncio.Event, str] = weakref.WeakKeyDictionary()
+        # Waiters per channel right now (keyed ones included): lets operators and tests see
+        # that a watch stream is live (waiting for the next commit) rather than guess with a
+        # sleep.
         self._waiting: Counter[str] = Counter()
 
-    def token(self, channel: str) -> asyncio.Event:
-        return self._events[channel]
+    def token(self, channel: str, key: str | None = None) -> asyncio.Event:
+        """What to wait on for the next publish of ``channel`` (of its ``key`` only, if given)."""
+        if key is None:
+            ev = self._events[channel]
+        else:
+            ev = self._keyed.get((channel, key)) or self._keyed.setdefault((channel, key), asyncio.Event())
+        self._channel_of[ev] = channel
+        return ev
 
-    def publish(self, channel: str) -> None:
+    def publish(self, channel: str, key: str | None = None) -> None:
+        """Wake the waiters of ``channel`` and of ``key`` (of all its keys when None)."""
         ev = self._events.pop(channel, None)
         if ev is not None:
             ev.set()
+        if key is not None:
+            keyed = self._keyed.pop((channel, key), None)
+            if keyed is not None:
+                keyed.set()
+            return
+        for k in [k for k in list(self._keyed.keys()) if k[0] == channel]:
+            keyed = self._keyed.pop(k, None)
+            if keyed is not None:
+                keyed.set()
 
     def waiting(self, channel: str) -> int:
         """How many callers are waiting on ``channel`` at this moment."""
@@ -42,7 +69,7 @@ class Notifier:
         ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a
         cancellation that arrives as the event fires, and a loop around it never stops.
         """
-        channel = next((c for c, ev in self._events.items() if ev is token), "")
+        channel = self._channel_of.get(token, "")
         self._waiting[channel] += 1
         try:
             async with asyncio.timeout(timeout):
@@ -80,7 +107,7 @@ class PgListener:
                     for ch in CHANNELS:
                         self._notifier.publish(ch)
                     async for n in conn.notifies():
-                        self._notifier.publish(n.channel)
+                        self._notifier.publish(n.channel, n.payload or None)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the database restarted or the network blinked: retry

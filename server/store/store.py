@@ -52,7 +52,14 @@ class Tx(Unit):
 
 @functools.cache
 def _notify_stmt(n: int) -> Any:
-    return text("SELECT " + ", ".join(f"pg_notify(:c{i}, '')" for i in range(n)))
+    return text("SELECT " + ", ".join(f"pg_notify(:c{i}, :k{i})" for i in range(n)))
+
+
+def _notifications(unit: Tx) -> list[tuple[str, str | None]]:
+    """(channel, key) to publish after ``unit`` commits: a channel notified without a key
+    wakes all its waiters, so its keyed notifications are not needed."""
+    keyed = sorted((c, k) for c, k in unit.notify_keys if c not in unit.notify)
+    return [*((c, None) for c in sorted(unit.notify)), *keyed]
 
 
 class Store:
@@ -85,16 +92,18 @@ class Store:
                 tx = Tx(conn, self.dialect)
                 try:
                     yield tx
-                    if tx.notify and self.dialect == "postgresql":
-                        chans = sorted(tx.notify)  # one round trip for all channels
-                        await conn.execute(_notify_stmt(len(chans)),
-                                           {f"c{i}": ch for i, ch in enumerate(chans)})
+                    notes = _notifications(tx)
+                    if notes and self.dialect == "postgresql":  # one round trip for them all
+                        params: dict[str, str] = {}
+                        for i, (ch, key) in enumerate(notes):
+                            params[f"c{i}"], params[f"k{i}"] = ch, key or ""
+                        await conn.execute(_notify_stmt(len(notes)), params)
                     await conn.commit()
                 except BaseException:
                     await conn.rollback()
                     raise
-        for ch in tx.notify:
-            self.notifier.publish(ch)
+        for ch, key in notes:
+            self.notifier.publish(ch, key)
         if tx.finished:
             m = metrics_api()
             for run, state, reason in tx.finished:
