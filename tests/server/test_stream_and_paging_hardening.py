@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
+import logging
+import warnings
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -176,3 +180,43 @@ async def test_revoked_key_ends_an_idle_stream_within_the_lag(plane: Plane) -> N
         async with asyncio.timeout(lag + 5):
             await it.__anext__()
     assert info.value.code() == Code.UNAUTHENTICATED, info.value
+
+
+# --- streams return their connection on every way out -----------------------------------------
+
+
+async def test_streams_dropped_abruptly_return_their_connections(
+        pg_plane: Plane, caplog: pytest.LogCaptureFixture) -> None:
+    plane = pg_plane
+    admin = plane.admin
+    await register(admin, manifest_text("risky", risk="high"))
+    await register(admin, manifest_text("echo"))
+    alice = await plane.key("alice", "submitter")
+    bob = await plane.key("bob", "approver")
+    pending = (await submit(alice, "risky")).run.id
+    queued = (await submit(alice, "echo")).run.id
+    engine = plane.cp.store.engine
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(60):
+            if i % 2:
+                call: Any = bob.approvals.WatchApprovals(aps.WatchApprovalsRequest(),
+                                                         metadata=bob.md)
+            else:
+                call = alice.runs.WatchRun(rs.WatchRunRequest(run_id=queued), metadata=alice.md)
+            if i % 3:  # some after the first message, some before anything arrives
+                await call.read()
+            call.cancel()
+            if i % 5 == 0:  # some dropped while others are still being cancelled
+                await asyncio.sleep(0)
+        # Every cancelled stream's handler unwinds and gives its connection back.
+        await wait_for_condition(lambda: engine.pool.checkedout() == 0, timeout=30,
+                                 what="every connection back in the pool")
+        gc.collect()
+    leaked = [str(w.message) for w in caught if "non-checked-in" in str(w.message)]
+    leaked += [r.getMessage() for r in caplog.records if "non-checked-in" in r.getMessage()]
+    assert not leaked, leaked
+    assert pending  # the approval stream had a snapshot to send
+    # And the server still answers on the same pool.
+    await bob.approvals.GetApproval(aps.GetApprovalRequest(run_id=pending), metadata=bob.md)
