@@ -21,7 +21,8 @@ The same trivial agent (the ``ok`` capability of the misbehave fixture: read the
 The image is built on the offline base if missing and is warm (cached) before measuring.
 
 Part 2 (throughput): runs submitted over gRPC to a control plane on PostgreSQL and executed
-by an executor with its slots saturated, timed from the first submit to the last SUCCEEDED,
+by an executor (``airlock executor``, its own process, as deployed) with its slots saturated,
+timed from the first submit to the last SUCCEEDED,
 once per runtime (``--runtimes``); beside the floor measured in the same run: the same number
 of bare ``podman run`` commands at the same concurrency, with no Airlock at all.
 
@@ -224,26 +225,20 @@ async def measure_throughput(runs: int, slots: int, image: str, runtime: str = "
     from airlock.v1 import run_service_pb2 as rs
     from airlock.v1 import run_service_pb2_grpc as rsg
     from bench._common import fresh_pg_database
-    from executor.settings import ExecutorSettings
-    from executor.worker import Executor
     from server.app import ControlPlane
     from server.settings import ServerSettings
 
     rt = PodmanRuntime(executor_id="bench-e2e")
     await rt.check()
     floor = await _bare_parallel(rt, image, runs, slots)
-    used: SandboxRuntime = rt
-    if runtime == "jail":
-        used = JailRuntime(executor_id="bench-e2e")
-        await used.check()
     manifest = (AGENT_DIR / "agent.yaml").read_text().replace("risk: critical", "risk: low")
     with fresh_pg_database() as url:
         cp = ControlPlane(ServerSettings(database_url=url, grpc_listen="127.0.0.1:0",  # type: ignore[arg-type]
                                          migrate_on_start=False, http_enabled=False))
         await cp.start()
-        ex = Executor(ExecutorSettings(database_url=url, slots=slots, heartbeat_seconds=1,  # type: ignore[arg-type]
-                                       poll_seconds=0.5), cp.store, used)
-        await ex.start()
+        # The executor in its own process, as deployed (``airlock executor``: its own event
+        # loop, pool and LISTEN connection); this process is the control plane and the client.
+        ex = await _start_executor(cp, url, runtime, slots)
         ch = grpc.aio.insecure_channel(cp.grpc_address)
         try:
             md = (("authorization", f"Bearer {cp.admin_token}"),)
@@ -254,9 +249,10 @@ async def measure_throughput(runs: int, slots: int, image: str, runtime: str = "
             smd = (("authorization", f"Bearer {key.token}"),)
             stub = rsg.RunServiceStub(ch)
             latencies: list[float] = []
+            client: dict[str, tuple[float, float]] = {}  # run id -> (submit sent, terminal seen), wall clock
 
             async def one(i: int) -> None:
-                t = time.perf_counter()
+                t, wall = time.perf_counter(), time.time()
                 sub = await stub.SubmitRun(rs.SubmitRunRequest(
                     agent="misbehave", capability="ok", input_json=json.dumps({"i": i})), metadata=smd)
                 async for msg in stub.WatchRun(rs.WatchRunRequest(run_id=sub.run.id), metadata=smd):
@@ -264,18 +260,79 @@ async def measure_throughput(runs: int, slots: int, image: str, runtime: str = "
                 if last != 4:  # RUN_STATE_SUCCEEDED
                     raise RuntimeError(f"run {sub.run.id} ended in state {last}")
                 latencies.append(time.perf_counter() - t)
+                client[sub.run.id] = (wall, time.time())
 
             t0 = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(runs)))
             elapsed = time.perf_counter() - t0
         finally:
             await ch.close()
-            await ex.stop()
+            ex.terminate()  # SIGTERM: stop leasing, finish (nothing is running), exit
+            await asyncio.wait_for(ex.wait(), 60)
             await cp.stop(grace=0)
+        phases = _phases(url, client, slots)
     ms = [x * 1000 for x in latencies]
     return {"runtime": runtime, "runs": runs, "slots": slots, "seconds": elapsed, "runs_per_s": runs / elapsed,
             "bare_podman_runs_per_s": floor, "latency_p50_ms": percentile(ms, 50),
-            "latency_p99_ms": percentile(ms, 99)}
+            "latency_p99_ms": percentile(ms, 99), "phases_ms": phases}
+
+
+# Where each run's time goes, from the run_events rows' times (each written at its transition)
+# and the client's clock
+# (one host, one clock): submit -> QUEUED committed, QUEUED -> RUNNING (waiting for a slot
+# and leased), RUNNING -> SUCCEEDED (the sandbox, output checks, the outcome's commit),
+# SUCCEEDED -> the client's WatchRun delivers it.
+PHASES = ("submit_to_queued", "queued_to_running", "running_to_done", "done_to_client")
+
+
+def _phases(url: str, client: dict[str, tuple[float, float]], slots: int) -> dict[str, dict[str, float]]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as c:
+        rows = c.execute("SELECT run_id, state, extract(epoch FROM created_at) FROM run_events"
+                         " WHERE run_id = ANY(%s)", (list(client),)).fetchall()
+    at: dict[str, dict[str, float]] = {}
+    for run_id, state, epoch in rows:
+        at.setdefault(run_id, {})[state] = float(epoch)
+    spans: dict[str, list[float]] = {k: [] for k in PHASES}
+    for run_id, (sent, seen) in client.items():
+        e = at.get(run_id, {})
+        if not {"QUEUED", "RUNNING", "SUCCEEDED"} <= set(e):
+            continue
+        for name, (a, b) in zip(PHASES, ((sent, e["QUEUED"]), (e["QUEUED"], e["RUNNING"]),
+                                         (e["RUNNING"], e["SUCCEEDED"]), (e["SUCCEEDED"], seen)),
+                                strict=True):
+            spans[name].append((b - a) * 1000)
+    out: dict[str, dict[str, float]] = {
+        k: {"p50": percentile(v, 50), "p99": percentile(v, 99)} for k, v in spans.items() if v}
+    # How busy the slots were between the first lease and the last outcome: the rest is the
+    # time a freed slot waited for its next run (outcome commit, lease loop, claim).
+    started = [e["RUNNING"] for e in at.values() if "RUNNING" in e]
+    ended = [e["SUCCEEDED"] for e in at.values() if "SUCCEEDED" in e]
+    if started and ended and slots:
+        window = (max(ended) - min(started)) * 1000 * slots
+        out["slot_busy"] = {"fraction": sum(spans["running_to_done"]) / window if window else 0.0}
+    return out
+
+
+async def _start_executor(cp: Any, url: str, runtime: str, slots: int) -> asyncio.subprocess.Process:
+    """``airlock executor`` on ``url``; returns once it has registered (its check passed)."""
+    env = {**os.environ, "AIRLOCK_DATABASE_URL": url, "AIRLOCK_EXECUTOR_ID": "bench-e2e",
+           "AIRLOCK_HEARTBEAT_SECONDS": "1", "AIRLOCK_POLL_SECONDS": "0.5", "AIRLOCK_LOG_LEVEL": "warning",
+           "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "airlock.cli", "executor", "--runtime", runtime, "--slots", str(slots),
+        env=env, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"airlock executor exited with {proc.returncode}")
+        async with cp.store.read() as tx:
+            if any(e.id == "bench-e2e" for e in await tx.fleet.all()):
+                return proc
+        await asyncio.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("airlock executor did not register within 120 s")
 
 
 def ensure_image(image: str | None) -> str:
@@ -342,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             if name == "jail":
                 doc["targets"]["jail_throughput_ge_25_runs_per_s"] = tp["runs_per_s"] >= 25
         print_table(rows, ["throughput", "runs/s", "p50 ms", "p99 ms"])
+        print_table([[f"{name}: {phase}", *(doc["throughput"][name]["phases_ms"].get(phase, {}).get(q, float("nan"))
+                                            for q in ("p50", "p99"))]
+                     for name in doc["throughput"] for phase in PHASES],
+                    ["per run, from run_events (ms)", "p50", "p99"])
     emit_json(doc)
     return 0
 
