@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-
 from agents.manifest import Capability
+from agents.schemas import first_error
 
 MAX_PROBLEM = 300  # schema messages quote the instance, which may be megabytes
 
@@ -25,8 +24,10 @@ class InputMismatch(ValueError):
 
 
 def check_input(capability: Capability, payload: Any) -> None:
-    """Raise ``InputMismatch`` unless ``payload`` is valid for ``capability``'s input schema."""
-    validator = jsonschema.Draft202012Validator(capability.input_schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
+    """Raise ``InputMismatch`` unless ``payload`` is valid for ``capability``'s input schema.
+
+    Formats are checked, patterns match on RE2 and no reference is fetched (``agents.schemas``).
+    """
+    error = first_error(capability.input_schema, payload)
     if error is not None:
         raise InputMismatch(error.json_path, error.message[:MAX_PROBLEM])

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from agents.schemas import SchemaRefused, check_schema_safe
+
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 CAPABILITY_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 SECRET_RE = r"^[A-Z][A-Z0-9_]{0,62}$"
@@ -138,6 +140,10 @@ def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise ValueError(f"not a valid JSON Schema: {e.message}") from None
+    try:
+        check_schema_safe(schema)
+    except SchemaRefused as e:
+        raise ValueError(str(e)) from None
     return schema
 
 

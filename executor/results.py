@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from agents.limits import Limits
+from agents.schemas import SchemaRefused, check_schema_safe, first_error
 from agents.states import OUTCOME_STATES, RunState
 from executor.runtime.base import SandboxResult, Termination
 
@@ -114,13 +115,15 @@ def _agent_error(doc: Any) -> tuple[str, str] | None:
 
 
 def _schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
-    cls = jsonschema.Draft202012Validator
     try:
-        cls.check_schema(schema)  # manifests are checked at registration; this is a backstop
-        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        # Manifests are checked at registration; this is a backstop for rows stored before.
+        jsonschema.Draft202012Validator.check_schema(schema)
+        check_schema_safe(schema)
+        error = first_error(schema, value)  # RE2 patterns, nothing fetched
     except jsonschema.SchemaError as e:
         return f"the capability's output schema is invalid: {_clip(e.message)}"
+    except SchemaRefused as e:
+        return f"the capability's output schema is refused: {_clip(str(e))}"
     except RecursionError:
         return (f"output is nested too deeply to validate against the output schema "
                 f"(at most {MAX_JSON_DEPTH} levels are accepted; this schema allows fewer)")

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents.inputs import InputMismatch, check_input
 from agents.limits import LimitsRefused, resolve_limits
 from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE
 from server.domain.clock import Clock, utcnow
@@ -26,6 +25,7 @@ from server.domain.policy import Policy, assess
 from server.domain.principal import Principal, Scope, scope_of, sees_run
 from server.domain.states import RunState
 from server.ids import new_run_id
+from server.services.input_check import check_input_bounded
 from server.services.validation import Paging, check, parse_json, require
 from server.store import Duplicate, Store, Tx
 from server.store.notify import RUN_EVENTS
@@ -122,11 +122,7 @@ class RunService:
         if cap is None:
             raise InvalidArgument("capability", f"{req.agent}@{version.version} has no capability "
                                   f"{req.capability!r}; it has {', '.join(c.name for c in m.capabilities)}")
-        try:
-            check_input(cap, payload)
-        except InputMismatch as e:
-            raise InvalidArgument("input_json", f"does not match the input schema at {e.path}: "
-                                  f"{e.problem}") from None
+        await check_input_bounded(cap, payload)  # off the event loop, bounded in time
         if req.network and not m.permissions.network:
             raise InvalidArgument("network", f"{req.agent}@{version.version} does not permit network egress")
         for i, name in enumerate(req.secrets):
