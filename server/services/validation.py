@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,14 +73,70 @@ class Paging:
 
 
 def parse_json(field: str, text: str, *, max_bytes: int) -> Any:
+    """Parse ``text`` as JSON any language reads back the same; each refusal names ``field``.
+
+    Refused besides syntax errors: NaN and Infinity; numbers a double cannot hold (``1e400``
+    would be stored as Infinity, ``1e-400`` would silently become 0); lone UTF-16 surrogates
+    (``"\\ud800"``), which are not Unicode text and which no database or UTF-8 encoder stores.
+    """
     if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidArgument(field, f"is larger than {max_bytes} bytes")
     if not text:
         raise InvalidArgument(field, "is required (JSON text)")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_float)
     except (ValueError, RecursionError) as e:
         raise InvalidArgument(field, f"is not valid JSON: {e}") from None
+    _check_values(field, doc)
+    return doc
+
+
+class _OutOfRange(str):
+    """A number literal a double cannot hold; found (with its path) after parsing."""
+
+
+def _float(literal: str) -> Any:
+    value = float(literal)
+    mantissa = literal.lower().partition("e")[0]
+    if math.isinf(value) or (value == 0.0 and any(c in "123456789" for c in mantissa)):
+        return _OutOfRange(literal)
+    return value
+
+
+def _json_path(parts: list[str | int]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if _NAME.fullmatch(p) else f"[{p!r}]"
+                         for p in parts)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_values(field: str, doc: Any) -> None:
+    """Refuse out-of-range numbers and lone surrogates anywhere in ``doc``, naming the path."""
+    todo: list[tuple[list[str | int], Any]] = [([], doc)]
+    while todo:
+        path, v = todo.pop()
+        if isinstance(v, _OutOfRange):
+            raise InvalidArgument(field, f"number {v[:40]} at {_json_path(path)} is out of range "
+                                  "(JSON numbers must fit a 64-bit float: magnitude at most "
+                                  "1.7976931348623157e308, and a non-zero number must not round to 0)")
+        if isinstance(v, str):
+            _no_surrogate(field, v, path)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                _no_surrogate(field, k, path, key=True)
+                todo.append(([*path, k], item))
+        elif isinstance(v, list):
+            todo.extend(([*path, i], item) for i, item in enumerate(v))
+
+
+def _no_surrogate(field: str, text: str, path: list[str | int], *, key: bool = False) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        where = f"a key of {_json_path(path)}" if key else _json_path(path)
+        raise InvalidArgument(field, f"has a lone surrogate (\\u{ord(text[e.start]):04x}) in the string "
+                              f"at {where}; JSON text must be valid Unicode") from None
 
 
 def _no_constant(name: str) -> Any:
