@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import stop
 from tests.helpers.requirements import require
 from tests.helpers.wait import wait_until
 
@@ -120,10 +120,5 @@ def docs_plane(docs_podman: Callable[[str], None],
         }
         yield plane
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +14,9 @@ import pytest
 from airlock.v1 import run_service_pb2 as rs
 from executor.runtime.podman import PodmanRuntime
 from server.domain.states import RunState
-from tests.conftest import REPO, Plane
+from tests.conftest import Plane
 from tests.e2e.conftest import MISBEHAVE, SAMPLES, register, running_executor, wait_terminal
+from tests.helpers.processes import airlock_process, executor_env
 from tests.helpers.wait import assert_eventually
 
 pytestmark = [pytest.mark.podman, pytest.mark.postgres, pytest.mark.slow]
@@ -26,21 +25,8 @@ pytestmark = [pytest.mark.podman, pytest.mark.postgres, pytest.mark.slow]
 @contextmanager
 def executor_process(url: str, executor_id: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``airlock executor`` process (its own interpreter, store and LISTEN)."""
-    full = {**os.environ, "AIRLOCK_DATABASE_URL": url, "AIRLOCK_EXECUTOR_ID": executor_id,
-            "AIRLOCK_RUNTIME": "podman", "AIRLOCK_HEARTBEAT_SECONDS": "1",
-            "AIRLOCK_POLL_SECONDS": "1", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with airlock_process("executor", executor_env(url, executor_id, **env)) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def containers(prefix: str = "airlock-run_") -> list[str]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +19,9 @@ import pytest
 from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import run_service_pb2 as rs
 from executor.runtime.podman import DEADLINE_GRACE_SECONDS, _cgroup_mounts
-from tests.conftest import REPO, start_plane
+from tests.conftest import start_plane
 from tests.e2e.conftest import MISBEHAVE, register
+from tests.helpers.processes import airlock_process, executor_env
 from tests.helpers.wait import assert_eventually
 
 pytestmark = [pytest.mark.podman, pytest.mark.postgres, pytest.mark.slow]
@@ -36,22 +35,10 @@ POLL_SLACK_SECONDS = 3.0
 @contextmanager
 def executor_process(url: str, executor_id: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """The real ``airlock executor`` (own interpreter, store, LISTEN), logging to ``log``."""
-    full = {**os.environ, "AIRLOCK_DATABASE_URL": url, "AIRLOCK_EXECUTOR_ID": executor_id,
-            "AIRLOCK_RUNTIME": "podman", "AIRLOCK_HEARTBEAT_SECONDS": "1",
-            "AIRLOCK_POLL_SECONDS": "1", "AIRLOCK_LOG_FORMAT": "text", **env}
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "executor"], cwd=REPO,
-                                env=full, stdout=sink, stderr=sink)
-    try:
+    with log.open("ab") as sink, airlock_process(
+            "executor", executor_env(url, executor_id, AIRLOCK_LOG_FORMAT="text", **env),
+            stdout=sink, stderr=sink) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def container_state(name: str) -> dict | None:

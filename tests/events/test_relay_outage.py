@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import nats
 import pytest
 
 from server.store import Store
-from tests.conftest import REPO, Plane
+from tests.conftest import Plane
 from tests.events.conftest import (
     Names,
     NatsServer,
@@ -36,6 +34,7 @@ from tests.events.conftest import (
 )
 from tests.helpers.api import cancel, submit
 from tests.helpers.client import Client
+from tests.helpers.processes import airlock_process
 from tests.helpers.wait import assert_eventually, wait_for_condition
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.slow]
@@ -131,20 +130,9 @@ async def test_nats_outage_loses_nothing(pg_plane: Plane, own_nats: NatsServer) 
 
 @contextmanager
 def relay_process(settings_env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, **settings_env, "PYTHONPATH": str(REPO)}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "airlock.cli", "relay"], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with log.open("ab") as out, airlock_process("relay", settings_env, stdout=out,
+                                                stderr=subprocess.STDOUT, stop_timeout=15) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def stream_messages(url: str, stream: str) -> int:
