@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from connectrpc.code import Code as WebCode
+from connectrpc.errors import ConnectError
 
 from agents.inputs import InputMismatch, check_input
 from agents.manifest import Capability
@@ -24,6 +26,7 @@ from server.services.input_check import check_input_bounded
 from tests.conftest import Plane, manifest_text
 from tests.helpers.api import expect_code, register
 from tests.helpers.client import Client
+from tests.helpers.web import WebClient
 
 Code = grpc.StatusCode
 # WhoAmI reads one cached key: it answers in milliseconds. The freezes this file guards
@@ -233,3 +236,19 @@ async def test_unique_items_is_linear() -> None:
     await check_input_bounded(cap, [{"a": i} for i in range(30_000)])
     with pytest.raises(Exception, match="non-unique"):
         await check_input_bounded(cap, [{"a": [1]}, 2, {"a": [1.0]}])
+
+
+async def test_lone_surrogate_over_grpc_web(plane: Plane) -> None:
+    """The same refusal, in the same words, over gRPC-Web (a browser's transport)."""
+    await register(plane.admin, manifest_text("echo"))
+    web = WebClient(f"http://{plane.cp.http_address}", plane.cp.admin_token)
+    try:
+        with pytest.raises(ConnectError) as info:
+            await web.runs.submit_run(rs.SubmitRunRequest(agent="echo", capability="echo",
+                                                          input_json='{"text": "\\ud800"}'),
+                                      headers=web.headers)
+        assert info.value.code is WebCode.INVALID_ARGUMENT
+        assert info.value.message.startswith("input_json: has a lone surrogate"), info.value.message
+        assert "at $.text;" in info.value.message
+    finally:
+        await web.close()
