@@ -36,6 +36,12 @@ from server.transport.tracing import server_interceptors, set_server_address
 
 log = logging.getLogger(__name__)
 
+# The database health check: a SELECT 1 this often while the database answers, and at once
+# when a call found it unreachable (so health turns NOT_SERVING within about a probe's time
+# of the first failed call); while it is unreachable, this often until it answers again.
+DB_CHECK_SECONDS = 5.0
+DB_CHECK_DOWN_SECONDS = 1.0
+
 
 def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
                    clock: Clock = utcnow) -> Services:
@@ -84,7 +90,9 @@ class ControlPlane:
         self.admin_token: str | None = None
         self.grpc_port: int = 0
         self.http: WebServer | None = None
+        self.database_ok = True  # what the database health check last found
         self._tasks: list[asyncio.Task[None]] = []
+        self._db_check: asyncio.Task[None] | None = None
         self._stopped = False
         self.nats_submit: NatsSubmitResponder | None = None  # SubmitRun over NATS, when configured
         self._telemetry: list[TelemetryHandle] = []
@@ -131,6 +139,7 @@ class ControlPlane:
         expired = await self.services.approvals.expire_due()
         log.info("start-up sweep: %d overdue approval(s) expired", expired)
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
+        self._db_check = asyncio.create_task(self._check_database(), name="database-health")
         # Optional parts: SubmitRun over NATS, and the queue-depth metric when metrics are on.
         if self.settings.nats_url is not None:
             servers = [u.strip() for u in self.settings.nats_url.get_secret_value().split(",")]
@@ -185,6 +194,35 @@ class ControlPlane:
             except Exception:  # a database blip must not end the sweeper
                 log.exception("background sweep failed")
 
+    async def _check_database(self) -> None:
+        """gRPC health NOT_SERVING and /healthz 503 while the database does not answer, back to
+        SERVING and 200 when it does (the pool drops its stale connections on checkout)."""
+        while True:
+            if self.database_ok:  # woken early by a call that found the database unreachable
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DB_CHECK_SECONDS):
+                        await self.store.unavailable_seen.wait()
+            else:
+                await asyncio.sleep(DB_CHECK_DOWN_SECONDS)
+            self.store.unavailable_seen.clear()
+            try:
+                ok = await self.store.ping()
+            except Exception:  # not a connection failure: report it, keep checking
+                log.exception("database health check failed")
+                continue
+            if ok != self.database_ok and not self._stopped:
+                await self._set_database_health(ok)
+
+    async def _set_database_health(self, ok: bool) -> None:
+        self.database_ok = ok
+        if ok:
+            log.warning("database reachable again: health SERVING")
+        else:
+            log.error("database unreachable: health NOT_SERVING, calls answer UNAVAILABLE")
+        await set_serving(self.health, ok)
+        if self.http is not None:
+            self.http.app.database_ok = ok
+
     async def _sample_queue(self) -> None:
         """Sample the queue depth for the metrics gauge (the gauge callback cannot query)."""
         while True:
@@ -201,6 +239,10 @@ class ControlPlane:
         if self._stopped:
             return
         self._stopped = True
+        if self._db_check is not None:  # first, so it cannot report SERVING again
+            self._db_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._db_check
         await set_serving(self.health, False)
         if self.http is not None:
             await self.http.stop(grace)

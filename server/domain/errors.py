@@ -24,7 +24,7 @@ __all__ = [  # noqa: RUF022  (the root and meaning groups, from agents.errors, t
     "PermissionDenied", "ResourceExhausted", "Unauthenticated", "Unavailable",
     "AgentNotFound", "AlreadyDecided", "ApprovalClosed", "ApprovalNotFound", "IdempotencyConflict",
     "IllegalTransition", "KeyNotFound", "NoLiveVersion", "RunNotFound", "SelfApprovalRefused",
-    "VersionDeprecated", "VersionExists",
+    "VersionDeprecated", "VersionExists", "DatabaseUnavailable",
 ]
 
 
@@ -126,3 +126,13 @@ class KeyNotFound(NotFound):
 
     def __init__(self, key_id: str) -> None:
         super().__init__(f"API key {key_id!r} not found")
+
+
+class DatabaseUnavailable(Unavailable):
+    """Raised by the store when the database cannot be reached (refused, timed out, or the
+    connection dropped). The driver's text stays in the server log, never in the message."""
+
+    MESSAGE = "database unavailable; retry later"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)

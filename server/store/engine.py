@@ -30,17 +30,24 @@ def sync_url(url: str) -> str:
     return _with_driver(url, _SYNC_DRIVERS)
 
 
+CONNECT_TIMEOUT_SECONDS = 5  # libpq's connect_timeout: whole seconds
+
+
 def make_engine(*, url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """Create the async engine for ``url`` (``postgresql://…`` or ``sqlite:///path``).
 
     PostgreSQL gets at most ``pool_size`` connections, all kept once opened (no overflow:
     overflow connections are closed whenever they return to a full pool, so bursts made
-    requests open, and PostgreSQL fork, new connections).
+    requests open, and PostgreSQL fork, new connections). Opening a connection gives up after
+    ``CONNECT_TIMEOUT_SECONDS`` (unless the URL sets ``connect_timeout``), so calls fail fast
+    with UNAVAILABLE instead of hanging while the database host does not answer.
     """
     url = async_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("postgresql"):
         kwargs.update(pool_size=pool_size, max_overflow=0)
+        if "connect_timeout" not in make_url(url).query:
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "postgresql":
         _ping_when_suspect(engine)

@@ -6,6 +6,11 @@ Services open transactions (``async with store.transaction() as tx``) or read-on
 this package builds SQL, and rows cross as the frozen records of ``server.domain.models``.
 Every run state change goes through ``RunRepository`` (``server/store/runs.py``), which
 checks the state table and writes the run's event (the outbox) in the same transaction.
+
+The units of work are the one place where a database that cannot be reached (connection
+refused or timed out, connection dropped) becomes the domain's ``DatabaseUnavailable``:
+UNAVAILABLE on every transport, with no driver text. Each such failure also sets
+``Store.unavailable_seen``, so the control plane's health check probes at once.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.domain.errors import DatabaseUnavailable
 from server.store.approvals import ApprovalRepository
 from server.store.audit import AuditRepository
 from server.store.base import Unit
@@ -29,6 +38,27 @@ from server.store.notify import Notifier
 from server.store.registry import RegistryRepository
 from server.store.runs import RunRepository
 from server.telemetry import metrics_api, run_ended
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_SECONDS = 5.0  # a health probe that takes longer counts as a failure
+
+
+def connection_failure(e: BaseException, *, os_errors: bool) -> bool:
+    """True if ``e`` says the database cannot be reached, rather than that a statement failed.
+
+    ``os_errors``: also count bare ``OSError``s (``ConnectionRefusedError``, ``TimeoutError``),
+    which only the store's own connect/commit/rollback may blame on the database; raised
+    inside a unit's body they may have other causes.
+    """
+    if isinstance(e, sa_exc.DBAPIError):
+        return (e.connection_invalidated
+                or isinstance(e, sa_exc.OperationalError | sa_exc.InterfaceError))
+    if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    if isinstance(e, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    return os_errors and isinstance(e, OSError)
 
 
 class Tx(Unit):
@@ -74,6 +104,13 @@ class Store:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._read_engine = (engine.execution_options(isolation_level="AUTOCOMMIT")
                              if self.dialect == "postgresql" else engine)
+        # Set on every DatabaseUnavailable raised; the control plane's health check waits on it.
+        self.unavailable_seen = asyncio.Event()
+
+    def _unavailable(self, e: BaseException) -> DatabaseUnavailable:
+        self.unavailable_seen.set()
+        log.warning("database unavailable: %s: %s", type(e).__name__, str(e).strip())
+        return DatabaseUnavailable()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -83,25 +120,33 @@ class Store:
         for all of them on PostgreSQL) and runs it finished are counted and traced.
         """
         lock = self._write_lock or contextlib.nullcontext()
+        in_body = False
         async with lock:
-            async with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                else:
-                    await conn.begin()
-                tx = Tx(conn, self.dialect)
-                try:
-                    yield tx
-                    notes = _notifications(tx)
-                    if notes and self.dialect == "postgresql":  # one round trip for them all
-                        params: dict[str, str] = {}
-                        for i, (ch, key) in enumerate(notes):
-                            params[f"c{i}"], params[f"k{i}"] = ch, key or ""
-                        await conn.execute(_notify_stmt(len(notes)), params)
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
+            try:
+                async with self.engine.connect() as conn:
+                    if self.dialect == "sqlite":
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    else:
+                        await conn.begin()
+                    tx = Tx(conn, self.dialect)
+                    try:
+                        in_body = True
+                        yield tx
+                        in_body = False
+                        notes = _notifications(tx)
+                        if notes and self.dialect == "postgresql":  # one round trip for them all
+                            params: dict[str, str] = {}
+                            for i, (ch, key) in enumerate(notes):
+                                params[f"c{i}"], params[f"k{i}"] = ch, key or ""
+                            await conn.execute(_notify_stmt(len(notes)), params)
+                        await conn.commit()
+                    except BaseException as e:
+                        await self._rollback(conn, e)
+                        raise
+            except Exception as e:
+                if connection_failure(e, os_errors=not in_body):
+                    raise self._unavailable(e) from e
+                raise
         for ch, key in notes:
             self.notifier.publish(ch, key)
         if tx.finished:
@@ -119,9 +164,42 @@ class Store:
         On PostgreSQL it runs in autocommit: under READ COMMITTED every statement takes its
         own snapshot anyway, so BEGIN/ROLLBACK only added two round trips per read.
         """
-        async with self._read_engine.connect() as conn:
-            yield Tx(conn, self.dialect)
+        in_body = False
+        try:
+            async with self._read_engine.connect() as conn:
+                in_body = True
+                yield Tx(conn, self.dialect)
+                in_body = False
+                await conn.rollback()
+        except Exception as e:
+            if connection_failure(e, os_errors=not in_body):
+                raise self._unavailable(e) from e
+            raise
+
+    @staticmethod
+    async def _rollback(conn: AsyncConnection, cause: BaseException) -> None:
+        """Roll back after ``cause``; on a lost connection the server already dropped the
+        transaction, so a rollback failing for that reason does not hide ``cause``."""
+        try:
             await conn.rollback()
+        except Exception as e:
+            if not connection_failure(e, os_errors=True):
+                raise
+
+    async def ping(self) -> bool:
+        """True if the database answers ``SELECT 1`` within ``PING_TIMEOUT_SECONDS``
+        (the health check; a failure here does not set ``unavailable_seen``)."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+                async with self._read_engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                    await conn.rollback()
+        except Exception as e:
+            if isinstance(e, TimeoutError) or connection_failure(e, os_errors=True):
+                log.debug("database ping failed", exc_info=True)
+                return False
+            raise
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()

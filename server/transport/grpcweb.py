@@ -6,7 +6,8 @@
   table (``server.transport.errors.to_status``); the gRPC status code becomes the connectrpc
   ``Code`` of the same name. Other protocols (Connect, gRPC over HTTP/1.1) are refused with 415:
   browsers speak gRPC-Web and native clients use the gRPC port.
-- ``GET /healthz`` answers ``ok`` (503 while shutting down).
+- ``GET /healthz`` answers ``ok`` (503 while shutting down, and while the control plane's
+  health check finds the database unreachable: ``database_ok``).
 - Any other ``GET``/``HEAD`` serves a file of the built UI (``server/webui/``) with security
   headers; unknown paths without a file extension fall back to ``index.html`` (client routing).
 - CORS is off unless ``cors_origins`` is set; then exactly those origins may call the API.
@@ -268,6 +269,7 @@ class WebApp:
     def __init__(self, services: Services, settings: ServerSettings, *,
                  webui_dir: Path = WEBUI_DIR) -> None:
         self.closing = asyncio.Event()
+        self.database_ok = True  # set by the control plane's database health check
         self.cors_origins = frozenset(settings.cors_origins)
         self.static = StaticFiles(webui_dir)
         auth = ConnectAuth(services.admin, self.closing)
@@ -301,9 +303,9 @@ class WebApp:
         if path.startswith("/" + PACKAGE):
             await self._api(scope, receive, send, path, method, headers)
         elif path == "/healthz" and method in ("GET", "HEAD"):
-            ok = not self.closing.is_set()
-            await _plain(send, 200 if ok else 503, b"ok\n" if ok else b"shutting down\n",
-                         head=method == "HEAD")
+            body = (b"shutting down\n" if self.closing.is_set()
+                    else b"database unavailable\n" if not self.database_ok else b"ok\n")
+            await _plain(send, 200 if body == b"ok\n" else 503, body, head=method == "HEAD")
         elif method in ("GET", "HEAD"):
             await self._ui(send, path, method, headers)
         else:
