@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from server.services.admin import AdminService
 from server.transport.auth import PACKAGE, authorize, operation_of
@@ -153,8 +153,60 @@ def build_server(services: Services, *, max_message_bytes: int,
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [svc.full_name for svc in SERVICES]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    enable_reflection([*names, health.SERVICE_NAME], server)
     return server, health_servicer
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _reflection_v1_descriptor() -> None:
+    """Add ``grpc/reflection/v1/reflection.proto`` to the default pool (grpcio-reflection ships
+    only v1alpha; v1 is the same file under another package, message for message)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from grpc_reflection.v1alpha import reflection_pb2 as alpha
+
+    pool = descriptor_pool.Default()
+    name = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(name)
+        return
+    except KeyError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto()
+    alpha.DESCRIPTOR.CopyToProto(fdp)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    fdp.name, fdp.package = name, "grpc.reflection.v1"
+    fdp.ClearField("options")
+    for msg in fdp.message_type:
+        for f in msg.field:
+            if f.HasField("type_name"):
+                f.type_name = f.type_name.replace(old, new)
+    for svc in fdp.service:
+        svc.ClearField("options")
+        for m in svc.method:
+            m.input_type = m.input_type.replace(old, new)
+            m.output_type = m.output_type.replace(old, new)
+    pool.AddSerializedFile(fdp.SerializeToString())
+
+
+def enable_reflection(service_names: list[str], server: grpc.aio.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1`` and ``v1alpha`` (older clients).
+
+    One servicer answers both: the two protocols' messages are identical on the wire.
+    """
+    from grpc_reflection.v1alpha import reflection_pb2 as alpha
+
+    _reflection_v1_descriptor()
+    servicer = reflection.aio.ReflectionServicer(
+        (*service_names, REFLECTION_V1, reflection.SERVICE_NAME))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=alpha.ServerReflectionRequest.FromString,
+            response_serializer=alpha.ServerReflectionResponse.SerializeToString),
+    })])
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

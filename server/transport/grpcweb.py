@@ -1,11 +1,14 @@
-"""gRPC-Web adapter (connectrpc) and the built UI, served as one ASGI app on one origin.
+"""gRPC-Web and Connect adapter (connectrpc) and the built UI, served as one ASGI app on one origin.
 
-- ``POST /airlock.v1.<Service>/<Method>`` with ``content-type: application/grpc-web[+proto]``
-  goes to the generated ``*ASGIApplication`` of that service, wrapped by :class:`ConnectAuth`,
-  which shares the gRPC adapter's checks (``server.transport.auth.authorize``) and its error
-  table (``server.transport.errors.to_status``); the gRPC status code becomes the connectrpc
-  ``Code`` of the same name. Other protocols (Connect, gRPC over HTTP/1.1) are refused with 415:
-  browsers speak gRPC-Web and native clients use the gRPC port.
+- ``POST /airlock.v1.<Service>/<Method>`` speaking gRPC-Web (``application/grpc-web[+proto|+json]``)
+  or Connect (unary ``application/proto`` or ``application/json``; streams
+  ``application/connect+proto`` or ``application/connect+json``) goes to the generated
+  ``*ASGIApplication`` of that service, wrapped by :class:`ConnectAuth`, which shares the gRPC
+  adapter's checks (``server.transport.auth.authorize``) and its error table
+  (``server.transport.errors.to_status``); the gRPC status code becomes the connectrpc ``Code``
+  of the same name. Connect with JSON is what ``curl`` or any HTTP library can send. gRPC itself
+  (``application/grpc``) is refused with 415: it needs HTTP trailers, which this HTTP/1.1 server
+  has not; native clients use the gRPC port.
 - ``GET /healthz`` answers ``ok`` (503 while shutting down, and while the control plane's
   health check finds the database unreachable: ``database_ok``).
 - Any other ``GET``/``HEAD`` serves a file of the built UI (``server/webui/``) with security
@@ -30,7 +33,7 @@ from typing import Any
 import grpc
 import uvicorn
 from connectrpc.code import Code
-from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
@@ -59,9 +62,13 @@ from server.transport.streams import recheck_period, rechecked
 log = logging.getLogger(__name__)
 
 WEBUI_DIR = Path(__file__).resolve().parent.parent / "webui"
-GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto"})
+GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto",
+                                    "application/grpc-web+json"})
+CONNECT_UNARY_CONTENT_TYPES = frozenset({"application/proto", "application/json"})
+CONNECT_STREAM_CONTENT_TYPES = frozenset({"application/connect+proto", "application/connect+json"})
+API_CONTENT_TYPES = GRPC_WEB_CONTENT_TYPES | CONNECT_UNARY_CONTENT_TYPES | CONNECT_STREAM_CONTENT_TYPES
 CORS_ALLOW_HEADERS = ("content-type, authorization, x-grpc-web, x-user-agent, "
-                      "connect-protocol-version, grpc-timeout")
+                      "connect-protocol-version, connect-timeout-ms, grpc-timeout")
 CORS_EXPOSE_HEADERS = "grpc-status, grpc-message"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -275,7 +282,9 @@ class WebApp:
         auth = ConnectAuth(services.admin, self.closing)
         options: dict[str, Any] = {
             "interceptors": [auth], "read_max_bytes": settings.max_message_bytes,
-            "codecs": [google_protobuf_binary_codec()],
+            # JSON refuses unknown fields: a misspelt field is INVALID_ARGUMENT, not ignored.
+            "codecs": [google_protobuf_binary_codec(),
+                       google_protobuf_json_codec(ignore_unknown_fields=False)],
         }
         apps: list[Any] = [
             registry_service_connect.RegistryServiceASGIApplication(
@@ -337,15 +346,17 @@ class WebApp:
             await _plain(send, 405, b"method not allowed\n", extra=[(b"allow", b"POST"), *cors])
             return
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in GRPC_WEB_CONTENT_TYPES:
-            await _plain(send, 415, b"only gRPC-Web (application/grpc-web+proto) is served here\n",
-                         extra=cors)
+        if ctype not in API_CONTENT_TYPES:
+            await _plain(send, 415, b"served here: gRPC-Web (application/grpc-web+proto) and "
+                         b"Connect (application/json, application/proto, application/connect+json, "
+                         b"application/connect+proto); gRPC is served on the gRPC port\n",
+                         extra=[(b"accept-post", b"application/json, application/proto"), *cors])
             return
         if path not in METHOD_PATHS:
-            await _grpc_web_status(send, Code.UNIMPLEMENTED, f"unknown method {path}", cors)
+            await _error(send, ctype, Code.UNIMPLEMENTED, f"unknown method {path}", cors)
             return
         if self.closing.is_set():
-            await _grpc_web_status(send, Code.UNAVAILABLE, SHUTTING_DOWN, cors)
+            await _error(send, ctype, Code.UNAVAILABLE, SHUTTING_DOWN, cors)
             return
         app = self.services[path[: path.index("/", 1)]]
 
@@ -402,6 +413,28 @@ async def _plain(send: Send, status: int, body: bytes, *, head: bool = False,
         headers.append((b"x-content-type-options", b"nosniff"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _error(send: Send, ctype: str, code: Code, message: str,
+                 extra: list[tuple[bytes, bytes]]) -> None:
+    """An error in the protocol the request spoke (this module answers some calls itself)."""
+    if ctype in GRPC_WEB_CONTENT_TYPES:
+        await _grpc_web_status(send, code, message, extra)
+        return
+    from connectrpc._protocol import ConnectWireError
+
+    wire = ConnectWireError(code, message, details=())
+    body = wire.to_json_bytes()
+    if ctype in CONNECT_STREAM_CONTENT_TYPES:  # a stream: 200, the error in the end message
+        end = b'{"error":' + body + b"}"
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", ctype.encode()), (b"x-content-type-options", b"nosniff"), *extra]})
+        await send({"type": "http.response.body", "body": b"\x02" + len(end).to_bytes(4, "big") + end})
+        return
+    await send({"type": "http.response.start", "status": wire.to_http_status().code, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"), *extra]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _grpc_web_status(send: Send, code: Code, message: str,
