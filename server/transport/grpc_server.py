@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from server.services.admin import AdminService
 from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
-from server.transport.errors import to_status
+from server.transport.errors import bad_protobuf, to_status
 from server.transport.handlers import HANDLERS, SERVICES, Services
 from server.transport.streams import recheck_period, rechecked
 
@@ -24,16 +24,16 @@ log = logging.getLogger(__name__)
 class BadRequest:
     """Stands in for a request whose bytes could not be parsed (answered INVALID_ARGUMENT)."""
 
-    def __init__(self, type_name: str, error: Exception) -> None:
-        self.message = f"request: could not be parsed as {type_name} ({error})"
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
             return cls.FromString(data)
-        except (DecodeError, ValueError, RecursionError) as e:
-            return BadRequest(cls.DESCRIPTOR.full_name, e)
+        except (DecodeError, ValueError, RecursionError):
+            return BadRequest(bad_protobuf(cls.DESCRIPTOR, data))
 
     return parse
 
@@ -90,13 +90,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         header = authorization_header(details.invocation_metadata)
 
         async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, BadRequest):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            # The caller first, then its request: bad bytes without a key are UNAUTHENTICATED.
             try:
                 principal = await authorize(self.admin, op, header)
             except Exception as e:  # also a database failure: never let grpc send its text
                 code, msg = to_status(e)
                 await context.abort(code, msg)
+            if isinstance(request, BadRequest):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return set_principal(principal)
 
         if handler.unary_unary is not None:

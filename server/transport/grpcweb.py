@@ -24,6 +24,7 @@ import gzip
 import logging
 import mimetypes
 import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import Token
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ from typing import Any
 import grpc
 import uvicorn
 from connectrpc.code import Code
-from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
+from connectrpc.compat import google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from google.protobuf.message import DecodeError, Message
 
 from airlock.v1 import (
     admin_service_connect,
@@ -48,7 +50,7 @@ from server.services.admin import AdminService
 from server.settings import ServerSettings
 from server.transport.auth import PACKAGE, authorize
 from server.transport.context import reset_principal, set_principal
-from server.transport.errors import to_status
+from server.transport.errors import bad_protobuf, to_status
 from server.transport.handlers import (
     SERVICES,
     AdminHandlers,
@@ -107,12 +109,35 @@ def _grpc_status_of(code: Code) -> int:
     return int(grpc.StatusCode[name].value[0])
 
 
+class ProtoCodec:
+    """connectrpc's binary codec for google.protobuf messages, with the gRPC port's wording of a
+    body it cannot parse (the field at fault named, never protobuf's text)."""
+
+    def name(self) -> str:
+        return "proto"
+
+    def encode(self, message: Message) -> bytes:
+        return message.SerializeToString()
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            return message_class.FromString(data)
+        except (DecodeError, ValueError, RecursionError):
+            raise ConnectError(Code.INVALID_ARGUMENT,
+                               bad_protobuf(message_class.DESCRIPTOR, bytes(data))) from None
+
+
 class ConnectAuth:
-    """connectrpc interceptor: authenticate, check the role, map errors (as the gRPC one does)."""
+    """connectrpc interceptors: authenticate and check the role before the body is read (the
+    first, a metadata interceptor; so bad bytes without a key are UNAUTHENTICATED, as on the
+    gRPC port), then hold the caller and map errors around the handler (as the gRPC one does)."""
 
     def __init__(self, admin: AdminService, closing: asyncio.Event) -> None:
         self.admin = admin
         self.closing = closing
+        self._callers: weakref.WeakKeyDictionary[RequestContext, Principal] = (
+            weakref.WeakKeyDictionary())
+        self.gate = _Gate(self)
 
     async def _authorize(self, ctx: RequestContext) -> Principal:
         method = ctx.method
@@ -120,10 +145,12 @@ class ConnectAuth:
         return await authorize(self.admin, operation, ctx.request_headers.get("authorization"))
 
     async def _enter(self, ctx: RequestContext) -> Token[Principal]:
-        try:
-            principal = await self._authorize(ctx)
-        except Exception as e:  # also a database failure: internals never leak
-            raise connect_error(e) from None
+        principal = self._callers.pop(ctx, None)
+        if principal is None:
+            try:
+                principal = await self._authorize(ctx)
+            except Exception as e:  # also a database failure: internals never leak
+                raise connect_error(e) from None
         return set_principal(principal)
 
     @staticmethod
@@ -198,6 +225,22 @@ class ConnectAuth:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer
+
+
+class _Gate:
+    """The leading metadata interceptor: the caller is checked before the request is parsed."""
+
+    def __init__(self, auth: ConnectAuth) -> None:
+        self.auth = auth
+
+    async def on_start(self, ctx: RequestContext) -> None:
+        try:
+            self.auth._callers[ctx] = await self.auth._authorize(ctx)
+        except Exception as e:  # also a database failure: internals never leak
+            raise connect_error(e) from None
+
+    async def on_end(self, token: None, ctx: RequestContext, error: Exception | None, /) -> None:
+        self.auth._callers.pop(ctx, None)
 
 
 async def _wait_first(*tasks: asyncio.Task[Any]) -> tuple[set[asyncio.Task[Any]], Any]:
@@ -281,9 +324,9 @@ class WebApp:
         self.static = StaticFiles(webui_dir)
         auth = ConnectAuth(services.admin, self.closing)
         options: dict[str, Any] = {
-            "interceptors": [auth], "read_max_bytes": settings.max_message_bytes,
+            "interceptors": [auth.gate, auth], "read_max_bytes": settings.max_message_bytes,
             # JSON refuses unknown fields: a misspelt field is INVALID_ARGUMENT, not ignored.
-            "codecs": [google_protobuf_binary_codec(),
+            "codecs": [ProtoCodec(),
                        google_protobuf_json_codec(ignore_unknown_fields=False)],
         }
         apps: list[Any] = [

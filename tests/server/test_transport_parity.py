@@ -479,3 +479,84 @@ async def test_raw_frames_unknown_method_and_bad_body(world: World) -> None:
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await ch.close()
+
+
+# --- bodies that are not a valid message: one wording, the field named, the key first ----------
+
+
+async def raw_call(world: World, transport: str, method: str, body: bytes,
+                   headers: dict[str, str]) -> tuple[str, str]:
+    """(code name, message) of a unary call with these exact body bytes, over one transport."""
+    if transport == "grpc":
+        ch = grpc.aio.insecure_channel(world.plane.address)
+        try:
+            call = ch.unary_unary(method)
+            try:
+                await call(body, metadata=tuple(headers.items()))
+            except grpc.aio.AioRpcError as e:
+                return e.code().name, e.details() or ""
+            return "OK", ""
+        finally:
+            await ch.close()
+    base = f"http://{world.plane.cp.http_address}"
+    async with httpx.AsyncClient(base_url=base) as client:
+        if transport == "grpc-web":
+            resp = await client.post(method, content=frame(body), headers={
+                "content-type": "application/grpc-web+proto", "x-grpc-web": "1", **headers})
+            status, message = grpc_web_status(resp)
+            from urllib.parse import unquote
+            return grpc.StatusCode(next(c.value for c in grpc.StatusCode
+                                        if c.value[0] == status)).name, unquote(message)
+        resp = await client.post(method, content=body, headers={
+            "content-type": "application/proto", "connect-protocol-version": "1", **headers})
+        if resp.status_code == 200:
+            return "OK", ""
+        err = resp.json()
+        return err["code"].upper().replace("CANCELED", "CANCELLED"), err.get("message", "")
+
+
+TRANSPORTS = ("grpc", "grpc-web", "connect")
+
+
+def _bad_utf8_submit() -> bytes:
+    body = rs.SubmitRunRequest(agent="echo", capability="echo", input_json="{}",
+                               secrets=["OK", "B@D"]).SerializeToString()
+    return body.replace(b"B@D", b"B\xffD")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_invalid_utf8_names_the_field(world: World, transport: str) -> None:
+    """protobuf's own parse error names no field; the answer names the string at fault."""
+    code, message = await raw_call(world, transport, "/airlock.v1.RunService/SubmitRun",
+                                   _bad_utf8_submit(), _web_headers(world, "alice"))
+    assert (code, message) == ("INVALID_ARGUMENT", "secrets[1]: is not valid UTF-8 (byte 1)")
+    code, message = await raw_call(world, transport, "/airlock.v1.RunService/GetRun",
+                                   b"\x0a\x02r\xe9", _web_headers(world, "alice"))
+    assert (code, message) == ("INVALID_ARGUMENT", "run_id: is not valid UTF-8 (byte 1)")
+
+
+async def test_bad_protobuf_worded_the_same_on_every_transport(world: World) -> None:
+    bodies = [b"\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x05ab", _bad_utf8_submit(),
+              b"\x0b\x00"]
+    for body in bodies:
+        seen = {t: await raw_call(world, t, "/airlock.v1.RunService/SubmitRun", body,
+                                  _web_headers(world, "alice")) for t in TRANSPORTS}
+        assert len(set(seen.values())) == 1, (body, seen)
+        code, message = seen["grpc"]
+        assert code == "INVALID_ARGUMENT", (body, seen)
+        assert "Error parsing" not in message and "unmarshal" not in message, (body, seen)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("who", ["anon", "forged", "basic"])
+async def test_bad_bytes_without_a_key_are_unauthenticated(world: World, transport: str,
+                                                           who: str) -> None:
+    """The caller is checked before its body is parsed: no key, no parse error to learn from."""
+    for body in (b"\xff\xff\xff", _bad_utf8_submit()):
+        code, _ = await raw_call(world, transport, "/airlock.v1.RunService/SubmitRun", body,
+                                 _web_headers(world, who))
+        assert code == "UNAUTHENTICATED", (transport, who, body)
+    # And a role that may not call the method is refused before its body is looked at.
+    code, _ = await raw_call(world, transport, "/airlock.v1.RunService/SubmitRun", b"\xff\xff\xff",
+                             _web_headers(world, "vera"))
+    assert code == "PERMISSION_DENIED"
