@@ -62,7 +62,8 @@ async def cmd_agents_list(ns: argparse.Namespace) -> int:
         token = ""
         while True:
             resp = await call(api, api.registry.ListAgents, reg.ListAgentsRequest(
-                page_size=100, page_token=token, name_prefix=ns.prefix))
+                page_size=100, page_token=token, name_prefix=ns.prefix,
+                capability=ns.capability, search=ns.search))
             agents.extend(resp.agents)
             token = resp.next_page_token
             if not token:
@@ -153,6 +154,11 @@ def register(cli: Commands) -> None:
                    help="content digest of the image (sha256:...), pinned with the version")
     p = agents.add("list", cmd_agents_list, remote=True, help="list agents")
     p.add_argument("--prefix", default="", help="only names starting with this")
+    p.add_argument("--capability", default="", metavar="NAME",
+                   help="only agents offering this capability (in a version not deprecated)")
+    p.add_argument("--search", default="", metavar="TEXT",
+                   help="only agents whose name, description or capabilities contain every "
+                        "word of TEXT (ignoring case)")
     p = agents.add("get", cmd_agents_get, remote=True,
                    help="show an agent and its versions, or one version in detail")
     p.add_argument("name", metavar="NAME")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from airlock.v1 import agent_pb2 as airlock_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airlock/v1/registry_service.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\"E\n\x1bRegisterAgentVersionRequest\x12\x10\n\x08manifest\x18\x01 \x01(\t\x12\x14\n\x0cimage_digest\x18\x02 \x01(\t\"I\n\x1cRegisterAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion\"\x1f\n\x0fGetAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x10GetAgentResponse\x12 \n\x05\x61gent\x18\x01 \x01(\x0b\x32\x11.airlock.v1.Agent\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.airlock.v1.AgentVersion\"7\n\x16GetAgentVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"D\n\x17GetAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion\"O\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bname_prefix\x18\x03 \x01(\t\"P\n\x12ListAgentsResponse\x12!\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x11.airlock.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x1c\x44\x65precateAgentVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\x1d\x44\x65precateAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion2\xda\x03\n\x0fRegistryService\x12i\n\x14RegisterAgentVersion\x12\'.airlock.v1.RegisterAgentVersionRequest\x1a(.airlock.v1.RegisterAgentVersionResponse\x12\x45\n\x08GetAgent\x12\x1b.airlock.v1.GetAgentRequest\x1a\x1c.airlock.v1.GetAgentResponse\x12Z\n\x0fGetAgentVersion\x12\".airlock.v1.GetAgentVersionRequest\x1a#.airlock.v1.GetAgentVersionResponse\x12K\n\nListAgents\x12\x1d.airlock.v1.ListAgentsRequest\x1a\x1e.airlock.v1.ListAgentsResponse\x12l\n\x15\x44\x65precateAgentVersion\x12(.airlock.v1.DeprecateAgentVersionRequest\x1a).airlock.v1.DeprecateAgentVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airlock/v1/registry_service.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\"E\n\x1bRegisterAgentVersionRequest\x12\x10\n\x08manifest\x18\x01 \x01(\t\x12\x14\n\x0cimage_digest\x18\x02 \x01(\t\"I\n\x1cRegisterAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion\"\x1f\n\x0fGetAgentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x10GetAgentResponse\x12 \n\x05\x61gent\x18\x01 \x01(\x0b\x32\x11.airlock.v1.Agent\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.airlock.v1.AgentVersion\"7\n\x16GetAgentVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"D\n\x17GetAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion\"s\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bname_prefix\x18\x03 \x01(\t\x12\x12\n\ncapability\x18\x04 \x01(\t\x12\x0e\n\x06search\x18\x05 \x01(\t\"P\n\x12ListAgentsResponse\x12!\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x11.airlock.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x1c\x44\x65precateAgentVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\x1d\x44\x65precateAgentVersionResponse\x12)\n\x07version\x18\x01 \x01(\x0b\x32\x18.airlock.v1.AgentVersion2\xda\x03\n\x0fRegistryService\x12i\n\x14RegisterAgentVersion\x12\'.airlock.v1.RegisterAgentVersionRequest\x1a(.airlock.v1.RegisterAgentVersionResponse\x12\x45\n\x08GetAgent\x12\x1b.airlock.v1.GetAgentRequest\x1a\x1c.airlock.v1.GetAgentResponse\x12Z\n\x0fGetAgentVersion\x12\".airlock.v1.GetAgentVersionRequest\x1a#.airlock.v1.GetAgentVersionResponse\x12K\n\nListAgents\x12\x1d.airlock.v1.ListAgentsRequest\x1a\x1e.airlock.v1.ListAgentsResponse\x12l\n\x15\x44\x65precateAgentVersion\x12(.airlock.v1.DeprecateAgentVersionRequest\x1a).airlock.v1.DeprecateAgentVersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAGENTVERSIONRESPONSE']._serialized_start=407
   _globals['_GETAGENTVERSIONRESPONSE']._serialized_end=475
   _globals['_LISTAGENTSREQUEST']._serialized_start=477
-  _globals['_LISTAGENTSREQUEST']._serialized_end=556
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=558
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=638
-  _globals['_DEPRECATEAGENTVERSIONREQUEST']._serialized_start=640
-  _globals['_DEPRECATEAGENTVERSIONREQUEST']._serialized_end=717
-  _globals['_DEPRECATEAGENTVERSIONRESPONSE']._serialized_start=719
-  _globals['_DEPRECATEAGENTVERSIONRESPONSE']._serialized_end=793
-  _globals['_REGISTRYSERVICE']._serialized_start=796
-  _globals['_REGISTRYSERVICE']._serialized_end=1270
+  _globals['_LISTAGENTSREQUEST']._serialized_end=592
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=594
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=674
+  _globals['_DEPRECATEAGENTVERSIONREQUEST']._serialized_start=676
+  _globals['_DEPRECATEAGENTVERSIONREQUEST']._serialized_end=753
+  _globals['_DEPRECATEAGENTVERSIONRESPONSE']._serialized_start=755
+  _globals['_DEPRECATEAGENTVERSIONRESPONSE']._serialized_end=829
+  _globals['_REGISTRYSERVICE']._serialized_start=832
+  _globals['_REGISTRYSERVICE']._serialized_end=1306
 # @@protoc_insertion_point(module_scope)

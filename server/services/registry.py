@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from agents.manifest import NAME_RE, VERSION_RE, ManifestError, load_manifest_text
+from agents.manifest import CAPABILITY_RE, NAME_RE, VERSION_RE, ManifestError, load_manifest_text
 from server.domain.clock import Clock, utcnow
 from server.domain.errors import AgentNotFound, InvalidArgument, VersionExists
 from server.domain.models import Agent, AgentVersion, Page
@@ -14,6 +14,8 @@ from server.services.validation import Paging, check, page_size, require
 from server.store import Store
 
 MAX_MANIFEST_BYTES = 256 * 1024
+MAX_SEARCH_CHARS = 200
+MAX_SEARCH_TERMS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +28,14 @@ class RegisterRequest:
 
 @dataclass(frozen=True, slots=True)
 class ListAgentsRequest:
-    """One page of agents by name, optionally only those starting with ``name_prefix``."""
+    """One page of agents by name, optionally only those starting with ``name_prefix``,
+    offering ``capability``, or matching every whitespace-separated term of ``search``."""
 
     page_size: int = 0
     page_token: str = ""
     name_prefix: str = ""
+    capability: str = ""
+    search: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +109,17 @@ class RegistryService:
         return v
 
     async def list_agents(self, req: ListAgentsRequest) -> Page[Agent]:
-        size = page_size(req.page_size)  # checked before the prefix, as always
+        size = page_size(req.page_size)  # checked before the filters, as always
         check("name_prefix", req.name_prefix, pattern=r"^[a-z0-9-]*$", max_len=63)
-        paging = Paging.of(size, req.page_token, {"list": "agents", "name_prefix": req.name_prefix})
+        check("capability", req.capability, pattern=CAPABILITY_RE, max_len=63)
+        terms = search_terms(req.search)
+        paging = Paging.of(size, req.page_token, {
+            "list": "agents", "name_prefix": req.name_prefix, "capability": req.capability,
+            "search": terms})
         async with self.store.read() as tx:
-            items = await tx.registry.list_agents(prefix=req.name_prefix, after=paging.after,
-                                                  limit=paging.fetch)
+            items = await tx.registry.list_agents(
+                prefix=req.name_prefix, capability=req.capability, terms=terms,
+                after=paging.after, limit=paging.fetch)
         return paging.page(items, key=lambda a: a.name)
 
     async def deprecate(self, who: Principal, req: DeprecateRequest) -> AgentVersion:
@@ -130,3 +140,12 @@ class RegistryService:
             v = await tx.registry.get_version(name, version)
         assert v is not None
         return v
+
+
+def search_terms(search: str) -> list[str]:
+    """``search`` split on whitespace: each term must occur in a listed agent's text."""
+    check("search", search, max_len=MAX_SEARCH_CHARS)
+    terms = search.split()
+    if len(terms) > MAX_SEARCH_TERMS:
+        raise InvalidArgument("search", f"has more than {MAX_SEARCH_TERMS} words")
+    return terms

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from agents.manifest import Manifest, Risk, parse_manifest
@@ -17,6 +17,7 @@ from server.store.base import Repository
 
 _AV = t.agent_versions
 _AG = t.agents
+_AC = t.agent_capabilities
 
 # Hot statements, built once (see runs.py). Parameters are bound at execution.
 _SELECT_AGENT_AND_VERSIONS = (  # one round trip; version columns are NULL if it has none
@@ -32,6 +33,13 @@ _SELECT_LATEST_VERSION = (select(_AV).where(_AV.c.agent_name == bindparam("name"
                           .order_by(_AV.c.id.desc()).limit(1))
 
 _MANIFESTS: dict[str, Manifest] = {}
+
+
+def _live_capability(cond: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The listed agent has a version that is not deprecated with a capability matching
+    ``cond`` (a deprecated version takes no runs, so it offers nothing)."""
+    return exists().where(and_(_AC.c.version_id == _AV.c.id, _AV.c.agent_name == _AG.c.name,
+                               _AV.c.deprecated.is_(False), cond))
 
 
 def _manifest(doc: Any) -> Manifest:
@@ -94,11 +102,23 @@ class RegistryRepository(Repository):
         await self._conn.execute(
             update(_AG).where(_AG.c.name == name).values(description=description))
 
-    async def list_agents(self, *, prefix: str = "", after: str = "", limit: int) -> list[Agent]:
-        """By name, starting after ``after``; ``prefix`` matches literally."""
+    async def list_agents(self, *, prefix: str = "", capability: str = "",
+                          terms: Sequence[str] = (), after: str = "", limit: int) -> list[Agent]:
+        """By name, starting after ``after``. ``prefix`` matches names literally;
+        ``capability``: only agents with a version that is not deprecated offering that
+        capability; ``terms``: each must occur (ignoring ASCII case, literally) in the agent's
+        name or description or in a capability name or description of such a version."""
         q = select(_AG).order_by(_AG.c.name).limit(limit)
         if prefix:
             q = q.where(_AG.c.name.startswith(prefix, autoescape=True))
+        if capability:
+            q = q.where(_live_capability(_AC.c.name == capability))
+        for term in terms:
+            q = q.where(or_(
+                _AG.c.name.icontains(term, autoescape=True),
+                _AG.c.description.icontains(term, autoescape=True),
+                _live_capability(or_(_AC.c.name.icontains(term, autoescape=True),
+                                     _AC.c.description.icontains(term, autoescape=True)))))
         if after:
             q = q.where(_AG.c.name > after)
         rows = list(await self._conn.execute(q))
@@ -126,11 +146,16 @@ class RegistryRepository(Repository):
         return _version(row) if row else None
 
     async def add_version(self, v: AgentVersion) -> None:
-        await self._conn.execute(insert(_AV).values(
+        """Insert the version and its capabilities (what ListAgents filters and searches)."""
+        result = await self._conn.execute(insert(_AV).values(
             agent_name=v.agent, version=v.version, image=v.image, image_digest=v.image_digest,
             risk=int(v.risk), manifest=v.manifest.to_json(), deprecated=False,
             deprecation_reason="", created_at=v.created_at, created_by=v.created_by,
         ))
+        version_id = result.inserted_primary_key[0]  # type: ignore[index]
+        await self._conn.execute(insert(_AC), [
+            {"version_id": version_id, "name": c.name, "description": c.description}
+            for c in v.manifest.capabilities])
 
     async def deprecate_version(self, name: str, version: str, reason: str) -> None:
         await self._conn.execute(

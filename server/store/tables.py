@@ -82,6 +82,18 @@ agent_versions = Table(
     UniqueConstraint("agent_name", "version", name="uq_agent_versions_name_version"),
 )
 
+# Each version's capabilities (names and descriptions), copied from its manifest at
+# registration, so ListAgents can filter by capability and search their text in SQL on both
+# dialects (the manifest itself is a JSON document neither dialect indexes the same way).
+agent_capabilities = Table(
+    "agent_capabilities",
+    metadata,
+    Column("version_id", BigId, ForeignKey("agent_versions.id"), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Index("ix_agent_capabilities_name", "name"),
+)
+
 runs = Table(
     "runs",
     metadata,

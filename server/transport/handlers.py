@@ -60,7 +60,8 @@ class RegistryHandlers:
 
     async def list_agents(self, req: reg.ListAgentsRequest, ctx: Any = None) -> reg.ListAgentsResponse:
         page = await self.s.registry.list_agents(ListAgentsRequest(
-            page_size=req.page_size, page_token=req.page_token, name_prefix=req.name_prefix))
+            page_size=req.page_size, page_token=req.page_token, name_prefix=req.name_prefix,
+            capability=req.capability, search=req.search))
         return reg.ListAgentsResponse(agents=[c.agent_pb(a) for a in page.items],
                                       next_page_token=page.next_token)
 

@@ -151,6 +151,9 @@ async def test_upgrade_downgrade_upgrade_with_data(empty_url: str) -> None:
     for rev in s.walk_revisions():
         await asyncio.to_thread(downgrade, empty_url, rev.down_revision or "base")
         await asyncio.to_thread(upgrade, empty_url, rev.revision)
+        assert current_revision(empty_url) == rev.revision
+    # Head first, so the loop ends at the oldest revision: the rest applies on top of it.
+    await asyncio.to_thread(upgrade, empty_url)
     assert current_revision(empty_url) == head
 
 
