@@ -40,22 +40,39 @@ _GZIP_COMPRESSION = GzipCompression()
 class AdminService(Protocol):
     """
     Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
     async def create_api_key(self, request: CreateApiKeyRequest, ctx: RequestContext[CreateApiKeyRequest, CreateApiKeyResponse], /) -> CreateApiKeyResponse:
+        """
+        A new key for an owner and role; the token is in the response only. Roles: admin.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_api_keys(self, request: ListApiKeysRequest, ctx: RequestContext[ListApiKeysRequest, ListApiKeysResponse], /) -> ListApiKeysResponse:
+        """
+        Every key, revoked ones included (never their secrets). Roles: admin.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def revoke_api_key(self, request: RevokeApiKeyRequest, ctx: RequestContext[RevokeApiKeyRequest, RevokeApiKeyResponse], /) -> RevokeApiKeyResponse:
+        """
+        Revokes a key: calls with it answer UNAUTHENTICATED within AIRLOCK_AUTH_CACHE_SECONDS
+        (5 s by default), and its open streams end.
+        Roles: admin. NOT_FOUND: no such key.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_executors(self, request: ListExecutorsRequest, ctx: RequestContext[ListExecutorsRequest, ListExecutorsResponse], /) -> ListExecutorsResponse:
+        """
+        The executor fleet (active, lost and recently stopped executors). Roles: all.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def who_am_i(self, request: WhoAmIRequest, ctx: RequestContext[WhoAmIRequest, WhoAmIResponse], /) -> WhoAmIResponse:
         """
-        Who the caller is (any valid key).
+        Who the caller is. Roles: all (any valid key).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -144,6 +161,9 @@ class AdminServiceASGIApplication(ConnectASGIApplication[AdminService]):
 class AdminServiceClient(ConnectClient):
     """
     Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -176,6 +196,9 @@ class AdminServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CreateApiKeyResponse:
+        """
+        A new key for an owner and role; the token is in the response only. Roles: admin.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -196,6 +219,9 @@ class AdminServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListApiKeysResponse:
+        """
+        Every key, revoked ones included (never their secrets). Roles: admin.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -216,6 +242,11 @@ class AdminServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> RevokeApiKeyResponse:
+        """
+        Revokes a key: calls with it answer UNAUTHENTICATED within AIRLOCK_AUTH_CACHE_SECONDS
+        (5 s by default), and its open streams end.
+        Roles: admin. NOT_FOUND: no such key.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -236,6 +267,9 @@ class AdminServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListExecutorsResponse:
+        """
+        The executor fleet (active, lost and recently stopped executors). Roles: all.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -257,7 +291,7 @@ class AdminServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> WhoAmIResponse:
         """
-        Who the caller is (any valid key).
+        Who the caller is. Roles: all (any valid key).
         """
         return await self.execute_unary(
             request=request,
@@ -276,22 +310,39 @@ class AdminServiceClient(ConnectClient):
 class AdminServiceSync(Protocol):
     """
     Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
     def create_api_key(self, request: CreateApiKeyRequest, ctx: RequestContext[CreateApiKeyRequest, CreateApiKeyResponse], /) -> CreateApiKeyResponse:
+        """
+        A new key for an owner and role; the token is in the response only. Roles: admin.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_api_keys(self, request: ListApiKeysRequest, ctx: RequestContext[ListApiKeysRequest, ListApiKeysResponse], /) -> ListApiKeysResponse:
+        """
+        Every key, revoked ones included (never their secrets). Roles: admin.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def revoke_api_key(self, request: RevokeApiKeyRequest, ctx: RequestContext[RevokeApiKeyRequest, RevokeApiKeyResponse], /) -> RevokeApiKeyResponse:
+        """
+        Revokes a key: calls with it answer UNAUTHENTICATED within AIRLOCK_AUTH_CACHE_SECONDS
+        (5 s by default), and its open streams end.
+        Roles: admin. NOT_FOUND: no such key.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_executors(self, request: ListExecutorsRequest, ctx: RequestContext[ListExecutorsRequest, ListExecutorsResponse], /) -> ListExecutorsResponse:
+        """
+        The executor fleet (active, lost and recently stopped executors). Roles: all.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def who_am_i(self, request: WhoAmIRequest, ctx: RequestContext[WhoAmIRequest, WhoAmIResponse], /) -> WhoAmIResponse:
         """
-        Who the caller is (any valid key).
+        Who the caller is. Roles: all (any valid key).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -378,6 +429,9 @@ class AdminServiceWSGIApplication(ConnectWSGIApplication):
 class AdminServiceClientSync(ConnectClientSync):
     """
     Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -410,6 +464,9 @@ class AdminServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CreateApiKeyResponse:
+        """
+        A new key for an owner and role; the token is in the response only. Roles: admin.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -430,6 +487,9 @@ class AdminServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListApiKeysResponse:
+        """
+        Every key, revoked ones included (never their secrets). Roles: admin.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -450,6 +510,11 @@ class AdminServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> RevokeApiKeyResponse:
+        """
+        Revokes a key: calls with it answer UNAUTHENTICATED within AIRLOCK_AUTH_CACHE_SECONDS
+        (5 s by default), and its open streams end.
+        Roles: admin. NOT_FOUND: no such key.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -470,6 +535,9 @@ class AdminServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListExecutorsResponse:
+        """
+        The executor fleet (active, lost and recently stopped executors). Roles: all.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -491,7 +559,7 @@ class AdminServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> WhoAmIResponse:
         """
-        Who the caller is (any valid key).
+        Who the caller is. Roles: all (any valid key).
         """
         return self.execute_unary(
             request=request,

@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class AdminServiceStub:
     """Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -64,34 +67,43 @@ class AdminServiceStub:
 
 class AdminServiceServicer:
     """Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
 
     def CreateApiKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A new key for an owner and role; the token is in the response only. Roles: admin.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every key, revoked ones included (never their secrets). Roles: admin.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Revokes a key: calls with it answer UNAUTHENTICATED within AIRLOCK_AUTH_CACHE_SECONDS
+        (5 s by default), and its open streams end.
+        Roles: admin. NOT_FOUND: no such key.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListExecutors(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The executor fleet (active, lost and recently stopped executors). Roles: all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WhoAmI(self, request, context):
-        """Who the caller is (any valid key).
+        """Who the caller is. Roles: all (any valid key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +147,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Keys, the executor fleet and the caller's identity.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). The database unreachable: UNAVAILABLE.
     """
 
     @staticmethod

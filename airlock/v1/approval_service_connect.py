@@ -40,25 +40,48 @@ _GZIP_COMPRESSION = GzipCompression()
 class ApprovalService(Protocol):
     """
     Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
     async def list_approvals(self, request: ListApprovalsRequest, ctx: RequestContext[ListApprovalsRequest, ListApprovalsResponse], /) -> ListApprovalsResponse:
+        """
+        Approvals by run id, in pages (pending only unless statuses say otherwise).
+        Roles: admin, approver, viewer.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_approval(self, request: GetApprovalRequest, ctx: RequestContext[GetApprovalRequest, GetApprovalResponse], /) -> GetApprovalResponse:
+        """
+        One run's approval. Roles: admin, approver, viewer, submitter (its owner's runs).
+        NOT_FOUND: no such run, the run has no approval, or it is outside the scope.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def approve(self, request: ApproveRequest, ctx: RequestContext[ApproveRequest, ApproveResponse], /) -> ApproveResponse:
+        """
+        Records the caller's approval; the run is queued once enough distinct owners approved.
+        Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
+        self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
+        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def reject(self, request: RejectRequest, ctx: RequestContext[RejectRequest, RejectResponse], /) -> RejectResponse:
         """
-        Rejecting requires a reason.
+        Rejects the run (it becomes REJECTED). Rejecting requires a reason. Roles and errors as
+        for Approve.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def watch_approvals(self, request: WatchApprovalsRequest, ctx: RequestContext[WatchApprovalsRequest, WatchApprovalsResponse], /) -> AsyncIterator[WatchApprovalsResponse]:
         """
         Sends every pending approval, then each change as it happens.
+        Roles: admin, approver, viewer. A key revoked while the stream is open ends it with
+        UNAUTHENTICATED (within AIRLOCK_AUTH_CACHE_SECONDS, 5 s by default).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -147,6 +170,12 @@ class ApprovalServiceASGIApplication(ConnectASGIApplication[ApprovalService]):
 class ApprovalServiceClient(ConnectClient):
     """
     Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -179,6 +208,10 @@ class ApprovalServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListApprovalsResponse:
+        """
+        Approvals by run id, in pages (pending only unless statuses say otherwise).
+        Roles: admin, approver, viewer.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -199,6 +232,10 @@ class ApprovalServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetApprovalResponse:
+        """
+        One run's approval. Roles: admin, approver, viewer, submitter (its owner's runs).
+        NOT_FOUND: no such run, the run has no approval, or it is outside the scope.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -219,6 +256,12 @@ class ApprovalServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ApproveResponse:
+        """
+        Records the caller's approval; the run is queued once enough distinct owners approved.
+        Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
+        self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
+        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -240,7 +283,8 @@ class ApprovalServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> RejectResponse:
         """
-        Rejecting requires a reason.
+        Rejects the run (it becomes REJECTED). Rejecting requires a reason. Roles and errors as
+        for Approve.
         """
         return await self.execute_unary(
             request=request,
@@ -264,6 +308,8 @@ class ApprovalServiceClient(ConnectClient):
     ) -> AsyncIterator[WatchApprovalsResponse]:
         """
         Sends every pending approval, then each change as it happens.
+        Roles: admin, approver, viewer. A key revoked while the stream is open ends it with
+        UNAUTHENTICATED (within AIRLOCK_AUTH_CACHE_SECONDS, 5 s by default).
         """
         return self.execute_server_stream(
             request=request,
@@ -282,25 +328,48 @@ class ApprovalServiceClient(ConnectClient):
 class ApprovalServiceSync(Protocol):
     """
     Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
     def list_approvals(self, request: ListApprovalsRequest, ctx: RequestContext[ListApprovalsRequest, ListApprovalsResponse], /) -> ListApprovalsResponse:
+        """
+        Approvals by run id, in pages (pending only unless statuses say otherwise).
+        Roles: admin, approver, viewer.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_approval(self, request: GetApprovalRequest, ctx: RequestContext[GetApprovalRequest, GetApprovalResponse], /) -> GetApprovalResponse:
+        """
+        One run's approval. Roles: admin, approver, viewer, submitter (its owner's runs).
+        NOT_FOUND: no such run, the run has no approval, or it is outside the scope.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def approve(self, request: ApproveRequest, ctx: RequestContext[ApproveRequest, ApproveResponse], /) -> ApproveResponse:
+        """
+        Records the caller's approval; the run is queued once enough distinct owners approved.
+        Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
+        self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
+        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def reject(self, request: RejectRequest, ctx: RequestContext[RejectRequest, RejectResponse], /) -> RejectResponse:
         """
-        Rejecting requires a reason.
+        Rejects the run (it becomes REJECTED). Rejecting requires a reason. Roles and errors as
+        for Approve.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def watch_approvals(self, request: WatchApprovalsRequest, ctx: RequestContext[WatchApprovalsRequest, WatchApprovalsResponse], /) -> Iterator[WatchApprovalsResponse]:
         """
         Sends every pending approval, then each change as it happens.
+        Roles: admin, approver, viewer. A key revoked while the stream is open ends it with
+        UNAUTHENTICATED (within AIRLOCK_AUTH_CACHE_SECONDS, 5 s by default).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -387,6 +456,12 @@ class ApprovalServiceWSGIApplication(ConnectWSGIApplication):
 class ApprovalServiceClientSync(ConnectClientSync):
     """
     Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -419,6 +494,10 @@ class ApprovalServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListApprovalsResponse:
+        """
+        Approvals by run id, in pages (pending only unless statuses say otherwise).
+        Roles: admin, approver, viewer.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -439,6 +518,10 @@ class ApprovalServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetApprovalResponse:
+        """
+        One run's approval. Roles: admin, approver, viewer, submitter (its owner's runs).
+        NOT_FOUND: no such run, the run has no approval, or it is outside the scope.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -459,6 +542,12 @@ class ApprovalServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ApproveResponse:
+        """
+        Records the caller's approval; the run is queued once enough distinct owners approved.
+        Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
+        self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
+        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -480,7 +569,8 @@ class ApprovalServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> RejectResponse:
         """
-        Rejecting requires a reason.
+        Rejects the run (it becomes REJECTED). Rejecting requires a reason. Roles and errors as
+        for Approve.
         """
         return self.execute_unary(
             request=request,
@@ -504,6 +594,8 @@ class ApprovalServiceClientSync(ConnectClientSync):
     ) -> Iterator[WatchApprovalsResponse]:
         """
         Sends every pending approval, then each change as it happens.
+        Roles: admin, approver, viewer. A key revoked while the stream is open ends it with
+        UNAUTHENTICATED (within AIRLOCK_AUTH_CACHE_SECONDS, 5 s by default).
         """
         return self.execute_server_stream(
             request=request,

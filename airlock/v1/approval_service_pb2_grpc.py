@@ -27,6 +27,12 @@ if _version_not_supported:
 
 class ApprovalServiceStub:
     """Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -64,28 +70,43 @@ class ApprovalServiceStub:
 
 class ApprovalServiceServicer:
     """Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
 
     def ListApprovals(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Approvals by run id, in pages (pending only unless statuses say otherwise).
+        Roles: admin, approver, viewer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetApproval(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One run's approval. Roles: admin, approver, viewer, submitter (its owner's runs).
+        NOT_FOUND: no such run, the run has no approval, or it is outside the scope.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Approve(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Records the caller's approval; the run is queued once enough distinct owners approved.
+        Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
+        self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
+        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Reject(self, request, context):
-        """Rejecting requires a reason.
+        """Rejects the run (it becomes REJECTED). Rejecting requires a reason. Roles and errors as
+        for Approve.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +114,8 @@ class ApprovalServiceServicer:
 
     def WatchApprovals(self, request, context):
         """Sends every pending approval, then each change as it happens.
+        Roles: admin, approver, viewer. A key revoked while the stream is open ends it with
+        UNAUTHENTICATED (within AIRLOCK_AUTH_CACHE_SECONDS, 5 s by default).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +159,12 @@ def add_ApprovalServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ApprovalService:
     """Human approvals of risky runs.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Every approval belongs to a run that asked
+    for approval: admin, viewer and approver see them all; a submitter only those of its
+    owner's runs, through GetApproval. One outside the caller's scope answers NOT_FOUND, as an
+    unknown one. The database unreachable: UNAVAILABLE.
     """
 
     @staticmethod

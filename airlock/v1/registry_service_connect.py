@@ -40,25 +40,50 @@ _GZIP_COMPRESSION = GzipCompression()
 class RegistryService(Protocol):
     """
     The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
     async def register_agent_version(self, request: RegisterAgentVersionRequest, ctx: RequestContext[RegisterAgentVersionRequest, RegisterAgentVersionResponse], /) -> RegisterAgentVersionResponse:
         """
-        Registers a new version from a manifest (agent.yaml). Versions are immutable.
+        Registers a new version from a manifest (agent.yaml). Versions are immutable:
+        registering the identical manifest (and digest) again returns the stored version; the
+        same name and version with anything different is ALREADY_EXISTS.
+        Roles: admin. Errors: INVALID_ARGUMENT naming the manifest field at fault
+        ("manifest.capabilities.0.input_schema: ..."), for instance a remote $ref or a pattern
+        RE2 cannot compile.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_agent(self, request: GetAgentRequest, ctx: RequestContext[GetAgentRequest, GetAgentResponse], /) -> GetAgentResponse:
+        """
+        The agent and every version, oldest first. Roles: all. NOT_FOUND: no such agent.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_agent_version(self, request: GetAgentVersionRequest, ctx: RequestContext[GetAgentVersionRequest, GetAgentVersionResponse], /) -> GetAgentVersionResponse:
+        """
+        One version. Roles: all. NOT_FOUND: no such agent or version.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_agents(self, request: ListAgentsRequest, ctx: RequestContext[ListAgentsRequest, ListAgentsResponse], /) -> ListAgentsResponse:
+        """
+        Agents by name, in pages; filter by name prefix, capability and search words.
+        Roles: all (every role sees every agent).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def deprecate_agent_version(self, request: DeprecateAgentVersionRequest, ctx: RequestContext[DeprecateAgentVersionRequest, DeprecateAgentVersionResponse], /) -> DeprecateAgentVersionResponse:
         """
-        Deprecated versions stay readable but accept no new runs.
+        Deprecated versions stay readable but accept no new runs (SubmitRun answers
+        FAILED_PRECONDITION). Deprecating twice changes nothing. Roles: admin.
+        NOT_FOUND: no such agent or version.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -147,6 +172,14 @@ class RegistryServiceASGIApplication(ConnectASGIApplication[RegistryService]):
 class RegistryServiceClient(ConnectClient):
     """
     The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
     def __init__(
         self,
@@ -180,7 +213,12 @@ class RegistryServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> RegisterAgentVersionResponse:
         """
-        Registers a new version from a manifest (agent.yaml). Versions are immutable.
+        Registers a new version from a manifest (agent.yaml). Versions are immutable:
+        registering the identical manifest (and digest) again returns the stored version; the
+        same name and version with anything different is ALREADY_EXISTS.
+        Roles: admin. Errors: INVALID_ARGUMENT naming the manifest field at fault
+        ("manifest.capabilities.0.input_schema: ..."), for instance a remote $ref or a pattern
+        RE2 cannot compile.
         """
         return await self.execute_unary(
             request=request,
@@ -202,6 +240,9 @@ class RegistryServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetAgentResponse:
+        """
+        The agent and every version, oldest first. Roles: all. NOT_FOUND: no such agent.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -222,6 +263,9 @@ class RegistryServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetAgentVersionResponse:
+        """
+        One version. Roles: all. NOT_FOUND: no such agent or version.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -242,6 +286,10 @@ class RegistryServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListAgentsResponse:
+        """
+        Agents by name, in pages; filter by name prefix, capability and search words.
+        Roles: all (every role sees every agent).
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -263,7 +311,9 @@ class RegistryServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> DeprecateAgentVersionResponse:
         """
-        Deprecated versions stay readable but accept no new runs.
+        Deprecated versions stay readable but accept no new runs (SubmitRun answers
+        FAILED_PRECONDITION). Deprecating twice changes nothing. Roles: admin.
+        NOT_FOUND: no such agent or version.
         """
         return await self.execute_unary(
             request=request,
@@ -282,25 +332,50 @@ class RegistryServiceClient(ConnectClient):
 class RegistryServiceSync(Protocol):
     """
     The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
     def register_agent_version(self, request: RegisterAgentVersionRequest, ctx: RequestContext[RegisterAgentVersionRequest, RegisterAgentVersionResponse], /) -> RegisterAgentVersionResponse:
         """
-        Registers a new version from a manifest (agent.yaml). Versions are immutable.
+        Registers a new version from a manifest (agent.yaml). Versions are immutable:
+        registering the identical manifest (and digest) again returns the stored version; the
+        same name and version with anything different is ALREADY_EXISTS.
+        Roles: admin. Errors: INVALID_ARGUMENT naming the manifest field at fault
+        ("manifest.capabilities.0.input_schema: ..."), for instance a remote $ref or a pattern
+        RE2 cannot compile.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_agent(self, request: GetAgentRequest, ctx: RequestContext[GetAgentRequest, GetAgentResponse], /) -> GetAgentResponse:
+        """
+        The agent and every version, oldest first. Roles: all. NOT_FOUND: no such agent.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_agent_version(self, request: GetAgentVersionRequest, ctx: RequestContext[GetAgentVersionRequest, GetAgentVersionResponse], /) -> GetAgentVersionResponse:
+        """
+        One version. Roles: all. NOT_FOUND: no such agent or version.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_agents(self, request: ListAgentsRequest, ctx: RequestContext[ListAgentsRequest, ListAgentsResponse], /) -> ListAgentsResponse:
+        """
+        Agents by name, in pages; filter by name prefix, capability and search words.
+        Roles: all (every role sees every agent).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def deprecate_agent_version(self, request: DeprecateAgentVersionRequest, ctx: RequestContext[DeprecateAgentVersionRequest, DeprecateAgentVersionResponse], /) -> DeprecateAgentVersionResponse:
         """
-        Deprecated versions stay readable but accept no new runs.
+        Deprecated versions stay readable but accept no new runs (SubmitRun answers
+        FAILED_PRECONDITION). Deprecating twice changes nothing. Roles: admin.
+        NOT_FOUND: no such agent or version.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -387,6 +462,14 @@ class RegistryServiceWSGIApplication(ConnectWSGIApplication):
 class RegistryServiceClientSync(ConnectClientSync):
     """
     The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
     def __init__(
         self,
@@ -420,7 +503,12 @@ class RegistryServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> RegisterAgentVersionResponse:
         """
-        Registers a new version from a manifest (agent.yaml). Versions are immutable.
+        Registers a new version from a manifest (agent.yaml). Versions are immutable:
+        registering the identical manifest (and digest) again returns the stored version; the
+        same name and version with anything different is ALREADY_EXISTS.
+        Roles: admin. Errors: INVALID_ARGUMENT naming the manifest field at fault
+        ("manifest.capabilities.0.input_schema: ..."), for instance a remote $ref or a pattern
+        RE2 cannot compile.
         """
         return self.execute_unary(
             request=request,
@@ -442,6 +530,9 @@ class RegistryServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetAgentResponse:
+        """
+        The agent and every version, oldest first. Roles: all. NOT_FOUND: no such agent.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -462,6 +553,9 @@ class RegistryServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetAgentVersionResponse:
+        """
+        One version. Roles: all. NOT_FOUND: no such agent or version.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -482,6 +576,10 @@ class RegistryServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListAgentsResponse:
+        """
+        Agents by name, in pages; filter by name prefix, capability and search words.
+        Roles: all (every role sees every agent).
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -503,7 +601,9 @@ class RegistryServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> DeprecateAgentVersionResponse:
         """
-        Deprecated versions stay readable but accept no new runs.
+        Deprecated versions stay readable but accept no new runs (SubmitRun answers
+        FAILED_PRECONDITION). Deprecating twice changes nothing. Roles: admin.
+        NOT_FOUND: no such agent or version.
         """
         return self.execute_unary(
             request=request,

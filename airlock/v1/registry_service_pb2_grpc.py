@@ -27,6 +27,14 @@ if _version_not_supported:
 
 class RegistryServiceStub:
     """The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
 
     def __init__(self, channel):
@@ -64,35 +72,54 @@ class RegistryServiceStub:
 
 class RegistryServiceServicer:
     """The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
 
     def RegisterAgentVersion(self, request, context):
-        """Registers a new version from a manifest (agent.yaml). Versions are immutable.
+        """Registers a new version from a manifest (agent.yaml). Versions are immutable:
+        registering the identical manifest (and digest) again returns the stored version; the
+        same name and version with anything different is ALREADY_EXISTS.
+        Roles: admin. Errors: INVALID_ARGUMENT naming the manifest field at fault
+        ("manifest.capabilities.0.input_schema: ..."), for instance a remote $ref or a pattern
+        RE2 cannot compile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAgent(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The agent and every version, oldest first. Roles: all. NOT_FOUND: no such agent.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAgentVersion(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One version. Roles: all. NOT_FOUND: no such agent or version.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAgents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Agents by name, in pages; filter by name prefix, capability and search words.
+        Roles: all (every role sees every agent).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeprecateAgentVersion(self, request, context):
-        """Deprecated versions stay readable but accept no new runs.
+        """Deprecated versions stay readable but accept no new runs (SubmitRun answers
+        FAILED_PRECONDITION). Deprecating twice changes nothing. Roles: admin.
+        NOT_FOUND: no such agent or version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +163,14 @@ def add_RegistryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RegistryService:
     """The agent registry: agents, their immutable versions and capabilities.
+
+    Every call of every service carries the header `authorization: Bearer <key>` (an API key
+    from AdminService.CreateApiKey). No key, an unknown or a revoked one: UNAUTHENTICATED. A
+    role the call does not list: PERMISSION_DENIED. The database unreachable: UNAVAILABLE
+    ("database unavailable; retry later"). A field outside its limits: INVALID_ARGUMENT, the
+    message starting with the field's name ("name: must match ..."). docs/api.md has the rest.
+
+    Roles: any role may read the registry; only admin may change it.
     """
 
     @staticmethod

@@ -40,32 +40,62 @@ _GZIP_COMPRESSION = GzipCompression()
 class RunService(Protocol):
     """
     Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
     async def submit_run(self, request: SubmitRunRequest, ctx: RequestContext[SubmitRunRequest, SubmitRunResponse], /) -> SubmitRunResponse:
         """
-        Submits a run. With an idempotency key, a repeated identical request returns the
-        existing run; the same key with a different request is refused (ALREADY_EXISTS).
+        Submits a run. With an idempotency key, a repeated identical request (same owner)
+        returns the existing run with deduplicated=true; the same key with a different request is
+        ALREADY_EXISTS. The run starts QUEUED, or PENDING_APPROVAL when its effective risk needs
+        approvals.
+        Roles: submitter, admin. Errors: INVALID_ARGUMENT naming the field (a capability the
+        version lacks, input not matching the input schema with its JSON path, network or a
+        secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
+        such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_run(self, request: GetRunRequest, ctx: RequestContext[GetRunRequest, GetRunResponse], /) -> GetRunResponse:
+        """
+        One run. Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_runs(self, request: ListRunsRequest, ctx: RequestContext[ListRunsRequest, ListRunsResponse], /) -> ListRunsResponse:
+        """
+        Runs newest first, in pages, within the caller's scope. Roles: all (scoped as above).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def cancel_run(self, request: CancelRunRequest, ctx: RequestContext[CancelRunRequest, CancelRunResponse], /) -> CancelRunResponse:
+        """
+        Cancels a run that has not finished: QUEUED or PENDING_APPROVAL runs become CANCELLED at
+        once; a RUNNING run is asked to stop and becomes CANCELLED when its executor has stopped
+        it. Roles: submitter (its owner's runs), admin (any). NOT_FOUND: unknown or another
+        owner's run; FAILED_PRECONDITION: the run has already finished.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def watch_run(self, request: WatchRunRequest, ctx: RequestContext[WatchRunRequest, WatchRunResponse], /) -> AsyncIterator[WatchRunResponse]:
         """
         Streams the run's events from a sequence on; ends after the terminal event.
+        Roles: all (scoped as above). NOT_FOUND before the first message: unknown or outside the
+        scope. A key revoked while the stream is open ends it with UNAUTHENTICATED.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_run_result(self, request: GetRunResultRequest, ctx: RequestContext[GetRunResultRequest, GetRunResultResponse], /) -> GetRunResultResponse:
         """
-        The run's output (or error) and the tail of its logs.
+        The run's output (or error) and the tail of its logs (at most 1 MiB, the newest part).
+        Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -165,6 +195,14 @@ class RunServiceASGIApplication(ConnectASGIApplication[RunService]):
 class RunServiceClient(ConnectClient):
     """
     Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -198,8 +236,15 @@ class RunServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> SubmitRunResponse:
         """
-        Submits a run. With an idempotency key, a repeated identical request returns the
-        existing run; the same key with a different request is refused (ALREADY_EXISTS).
+        Submits a run. With an idempotency key, a repeated identical request (same owner)
+        returns the existing run with deduplicated=true; the same key with a different request is
+        ALREADY_EXISTS. The run starts QUEUED, or PENDING_APPROVAL when its effective risk needs
+        approvals.
+        Roles: submitter, admin. Errors: INVALID_ARGUMENT naming the field (a capability the
+        version lacks, input not matching the input schema with its JSON path, network or a
+        secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
+        such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
         """
         return await self.execute_unary(
             request=request,
@@ -221,6 +266,9 @@ class RunServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetRunResponse:
+        """
+        One run. Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -241,6 +289,9 @@ class RunServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListRunsResponse:
+        """
+        Runs newest first, in pages, within the caller's scope. Roles: all (scoped as above).
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -261,6 +312,12 @@ class RunServiceClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelRunResponse:
+        """
+        Cancels a run that has not finished: QUEUED or PENDING_APPROVAL runs become CANCELLED at
+        once; a RUNNING run is asked to stop and becomes CANCELLED when its executor has stopped
+        it. Roles: submitter (its owner's runs), admin (any). NOT_FOUND: unknown or another
+        owner's run; FAILED_PRECONDITION: the run has already finished.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -283,6 +340,8 @@ class RunServiceClient(ConnectClient):
     ) -> AsyncIterator[WatchRunResponse]:
         """
         Streams the run's events from a sequence on; ends after the terminal event.
+        Roles: all (scoped as above). NOT_FOUND before the first message: unknown or outside the
+        scope. A key revoked while the stream is open ends it with UNAUTHENTICATED.
         """
         return self.execute_server_stream(
             request=request,
@@ -305,7 +364,8 @@ class RunServiceClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> GetRunResultResponse:
         """
-        The run's output (or error) and the tail of its logs.
+        The run's output (or error) and the tail of its logs (at most 1 MiB, the newest part).
+        Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
         """
         return await self.execute_unary(
             request=request,
@@ -324,32 +384,62 @@ class RunServiceClient(ConnectClient):
 class RunServiceSync(Protocol):
     """
     Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
     def submit_run(self, request: SubmitRunRequest, ctx: RequestContext[SubmitRunRequest, SubmitRunResponse], /) -> SubmitRunResponse:
         """
-        Submits a run. With an idempotency key, a repeated identical request returns the
-        existing run; the same key with a different request is refused (ALREADY_EXISTS).
+        Submits a run. With an idempotency key, a repeated identical request (same owner)
+        returns the existing run with deduplicated=true; the same key with a different request is
+        ALREADY_EXISTS. The run starts QUEUED, or PENDING_APPROVAL when its effective risk needs
+        approvals.
+        Roles: submitter, admin. Errors: INVALID_ARGUMENT naming the field (a capability the
+        version lacks, input not matching the input schema with its JSON path, network or a
+        secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
+        such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_run(self, request: GetRunRequest, ctx: RequestContext[GetRunRequest, GetRunResponse], /) -> GetRunResponse:
+        """
+        One run. Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_runs(self, request: ListRunsRequest, ctx: RequestContext[ListRunsRequest, ListRunsResponse], /) -> ListRunsResponse:
+        """
+        Runs newest first, in pages, within the caller's scope. Roles: all (scoped as above).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def cancel_run(self, request: CancelRunRequest, ctx: RequestContext[CancelRunRequest, CancelRunResponse], /) -> CancelRunResponse:
+        """
+        Cancels a run that has not finished: QUEUED or PENDING_APPROVAL runs become CANCELLED at
+        once; a RUNNING run is asked to stop and becomes CANCELLED when its executor has stopped
+        it. Roles: submitter (its owner's runs), admin (any). NOT_FOUND: unknown or another
+        owner's run; FAILED_PRECONDITION: the run has already finished.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def watch_run(self, request: WatchRunRequest, ctx: RequestContext[WatchRunRequest, WatchRunResponse], /) -> Iterator[WatchRunResponse]:
         """
         Streams the run's events from a sequence on; ends after the terminal event.
+        Roles: all (scoped as above). NOT_FOUND before the first message: unknown or outside the
+        scope. A key revoked while the stream is open ends it with UNAUTHENTICATED.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_run_result(self, request: GetRunResultRequest, ctx: RequestContext[GetRunResultRequest, GetRunResultResponse], /) -> GetRunResultResponse:
         """
-        The run's output (or error) and the tail of its logs.
+        The run's output (or error) and the tail of its logs (at most 1 MiB, the newest part).
+        Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -447,6 +537,14 @@ class RunServiceWSGIApplication(ConnectWSGIApplication):
 class RunServiceClientSync(ConnectClientSync):
     """
     Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
     def __init__(
         self,
@@ -480,8 +578,15 @@ class RunServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> SubmitRunResponse:
         """
-        Submits a run. With an idempotency key, a repeated identical request returns the
-        existing run; the same key with a different request is refused (ALREADY_EXISTS).
+        Submits a run. With an idempotency key, a repeated identical request (same owner)
+        returns the existing run with deduplicated=true; the same key with a different request is
+        ALREADY_EXISTS. The run starts QUEUED, or PENDING_APPROVAL when its effective risk needs
+        approvals.
+        Roles: submitter, admin. Errors: INVALID_ARGUMENT naming the field (a capability the
+        version lacks, input not matching the input schema with its JSON path, network or a
+        secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
+        such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
         """
         return self.execute_unary(
             request=request,
@@ -503,6 +608,9 @@ class RunServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> GetRunResponse:
+        """
+        One run. Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -523,6 +631,9 @@ class RunServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> ListRunsResponse:
+        """
+        Runs newest first, in pages, within the caller's scope. Roles: all (scoped as above).
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -543,6 +654,12 @@ class RunServiceClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelRunResponse:
+        """
+        Cancels a run that has not finished: QUEUED or PENDING_APPROVAL runs become CANCELLED at
+        once; a RUNNING run is asked to stop and becomes CANCELLED when its executor has stopped
+        it. Roles: submitter (its owner's runs), admin (any). NOT_FOUND: unknown or another
+        owner's run; FAILED_PRECONDITION: the run has already finished.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -565,6 +682,8 @@ class RunServiceClientSync(ConnectClientSync):
     ) -> Iterator[WatchRunResponse]:
         """
         Streams the run's events from a sequence on; ends after the terminal event.
+        Roles: all (scoped as above). NOT_FOUND before the first message: unknown or outside the
+        scope. A key revoked while the stream is open ends it with UNAUTHENTICATED.
         """
         return self.execute_server_stream(
             request=request,
@@ -587,7 +706,8 @@ class RunServiceClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> GetRunResultResponse:
         """
-        The run's output (or error) and the tail of its logs.
+        The run's output (or error) and the tail of its logs (at most 1 MiB, the newest part).
+        Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
         """
         return self.execute_unary(
             request=request,

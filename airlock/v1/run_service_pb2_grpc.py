@@ -27,6 +27,14 @@ if _version_not_supported:
 
 class RunServiceStub:
     """Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -69,43 +77,67 @@ class RunServiceStub:
 
 class RunServiceServicer:
     """Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
 
     def SubmitRun(self, request, context):
-        """Submits a run. With an idempotency key, a repeated identical request returns the
-        existing run; the same key with a different request is refused (ALREADY_EXISTS).
+        """Submits a run. With an idempotency key, a repeated identical request (same owner)
+        returns the existing run with deduplicated=true; the same key with a different request is
+        ALREADY_EXISTS. The run starts QUEUED, or PENDING_APPROVAL when its effective risk needs
+        approvals.
+        Roles: submitter, admin. Errors: INVALID_ARGUMENT naming the field (a capability the
+        version lacks, input not matching the input schema with its JSON path, network or a
+        secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
+        such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One run. Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Runs newest first, in pages, within the caller's scope. Roles: all (scoped as above).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Cancels a run that has not finished: QUEUED or PENDING_APPROVAL runs become CANCELLED at
+        once; a RUNNING run is asked to stop and becomes CANCELLED when its executor has stopped
+        it. Roles: submitter (its owner's runs), admin (any). NOT_FOUND: unknown or another
+        owner's run; FAILED_PRECONDITION: the run has already finished.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
         """Streams the run's events from a sequence on; ends after the terminal event.
+        Roles: all (scoped as above). NOT_FOUND before the first message: unknown or outside the
+        scope. A key revoked while the stream is open ends it with UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRunResult(self, request, context):
-        """The run's output (or error) and the tail of its logs.
+        """The run's output (or error) and the tail of its logs (at most 1 MiB, the newest part).
+        Roles: all (scoped as above). NOT_FOUND: unknown or outside the scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +186,14 @@ def add_RunServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RunService:
     """Runs: submit, inspect, watch and cancel agent invocations.
+
+    Auth: `authorization: Bearer <key>` on every call (UNAUTHENTICATED without a valid key,
+    PERMISSION_DENIED for a role not listed below). Runs belong to the *owner* of the key that
+    submitted them (every key of one owner sees the same runs). What each role sees through the
+    read calls (GetRun, ListRuns, WatchRun, GetRunResult): admin and viewer every run; approver
+    the runs that asked for approval and its owner's; submitter and executor their owner's. A
+    run outside the caller's scope answers exactly as an unknown one: NOT_FOUND.
+    The database unreachable: UNAVAILABLE.
     """
 
     @staticmethod
