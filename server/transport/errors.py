@@ -27,6 +27,11 @@ CODES: list[tuple[type[e.AirlockError], grpc.StatusCode]] = [
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 
 
+def log_failure(method: str, code: str, message: str) -> None:
+    """The server's line for a call answered with an error (it carries the request id)."""
+    log.info("%s answered %s: %s", method, code, message)
+
+
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Status code and client-safe message for an exception raised by a service."""
     if isinstance(exc, e.AirlockError):

@@ -11,10 +11,11 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from server.logs import REQUEST_ID_HEADER, request_context, request_id_for
 from server.services.admin import AdminService
 from server.transport.auth import PACKAGE, authorize, operation_of
 from server.transport.context import reset_principal, set_principal
-from server.transport.errors import bad_protobuf, to_status
+from server.transport.errors import bad_protobuf, log_failure, to_status
 from server.transport.handlers import HANDLERS, SERVICES, Services
 from server.transport.streams import recheck_period, rechecked
 
@@ -38,9 +39,9 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Any]:
     return parse
 
 
-def authorization_header(metadata: Any) -> str | None:
+def metadata_value(metadata: Any, name: str) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization":
+        if key == name:
             return str(value)
     return None
 
@@ -87,33 +88,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith("/" + PACKAGE):
             return handler  # health and reflection are public
         op = operation_of(details.method)
-        header = authorization_header(details.invocation_metadata)
+        header = metadata_value(details.invocation_metadata, "authorization")
+        request_id = request_id_for(metadata_value(details.invocation_metadata, REQUEST_ID_HEADER))
+        request_id_md = ((REQUEST_ID_HEADER, request_id),)
+
+        async def fail(context: grpc.aio.ServicerContext, code: grpc.StatusCode, msg: str) -> None:
+            log_failure(details.method, code.name, msg)
+            await context.abort(code, msg, trailing_metadata=request_id_md)
 
         async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # The request id as a header and a trailer, whatever the outcome.
+            await context.send_initial_metadata(request_id_md)
+            context.set_trailing_metadata(request_id_md)
             # The caller first, then its request: bad bytes without a key are UNAUTHENTICATED.
             try:
                 principal = await authorize(self.admin, op, header)
             except Exception as e:  # also a database failure: never let grpc send its text
-                code, msg = to_status(e)
-                await context.abort(code, msg)
+                await fail(context, *to_status(e))
             if isinstance(request, BadRequest):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                await fail(context, grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return set_principal(principal)
 
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                tok = await check(request, context)
-                try:
-                    return await inner_uu(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    code, msg = to_status(e)
-                    await context.abort(code, msg)
-                finally:
-                    reset_principal(tok)
+                with request_context(request_id):
+                    tok = await check(request, context)
+                    try:
+                        return await inner_uu(request, context)
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as e:
+                        await fail(context, *to_status(e))
+                    finally:
+                        reset_principal(tok)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=handler.request_deserializer,
@@ -122,19 +131,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         inner_us = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            tok = await check(request, context)
-            try:
-                async for item in rechecked(inner_us(request, context),
-                                            lambda: authorize(self.admin, op, header),
-                                            recheck_period(self.admin)):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as e:
-                code, msg = to_status(e)
-                await context.abort(code, msg)
-            finally:
-                reset_principal(tok)
+            with request_context(request_id):
+                tok = await check(request, context)
+                try:
+                    async for item in rechecked(inner_us(request, context),
+                                                lambda: authorize(self.admin, op, header),
+                                                recheck_period(self.admin)):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:
+                    await fail(context, *to_status(e))
+                finally:
+                    reset_principal(tok)
 
         return grpc.unary_stream_rpc_method_handler(
             stream, request_deserializer=handler.request_deserializer,

@@ -46,11 +46,12 @@ from airlock.v1 import (
     run_service_connect,
 )
 from server.domain.principal import Principal
+from server.logs import REQUEST_ID_HEADER, request_context, request_id_for
 from server.services.admin import AdminService
 from server.settings import ServerSettings
 from server.transport.auth import PACKAGE, authorize
 from server.transport.context import reset_principal, set_principal
-from server.transport.errors import bad_protobuf, to_status
+from server.transport.errors import bad_protobuf, log_failure, to_status
 from server.transport.handlers import (
     SERVICES,
     AdminHandlers,
@@ -71,7 +72,7 @@ CONNECT_STREAM_CONTENT_TYPES = frozenset({"application/connect+proto", "applicat
 API_CONTENT_TYPES = GRPC_WEB_CONTENT_TYPES | CONNECT_UNARY_CONTENT_TYPES | CONNECT_STREAM_CONTENT_TYPES
 CORS_ALLOW_HEADERS = ("content-type, authorization, x-grpc-web, x-user-agent, "
                       "connect-protocol-version, connect-timeout-ms, grpc-timeout")
-CORS_EXPOSE_HEADERS = "grpc-status, grpc-message"
+CORS_EXPOSE_HEADERS = f"grpc-status, grpc-message, {REQUEST_ID_HEADER}"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -234,13 +235,28 @@ class _Gate:
         self.auth = auth
 
     async def on_start(self, ctx: RequestContext) -> None:
+        # The request id as a trailer in every protocol (WebApp sets it and the header).
+        request_id = ctx.request_headers.get(REQUEST_ID_HEADER)
+        if request_id:
+            ctx.response_trailers.add(REQUEST_ID_HEADER, request_id)
         try:
             self.auth._callers[ctx] = await self.auth._authorize(ctx)
         except Exception as e:  # also a database failure: internals never leak
-            raise connect_error(e) from None
+            error = connect_error(e)
+            self._log(ctx, error)  # on_end is not called when on_start raises
+            raise error from None
 
     async def on_end(self, token: None, ctx: RequestContext, error: Exception | None, /) -> None:
         self.auth._callers.pop(ctx, None)
+        if error is not None:
+            self._log(ctx, error)
+
+    @staticmethod
+    def _log(ctx: RequestContext, error: Exception) -> None:
+        code, message = ((error.code.name, error.message) if isinstance(error, ConnectError)
+                         else ("UNKNOWN", type(error).__name__))
+        log_failure(f"/{ctx.method.service_name}/{ctx.method.name}",
+                    "CANCELLED" if code == "CANCELED" else code, message)
 
 
 async def _wait_first(*tasks: asyncio.Task[Any]) -> tuple[set[asyncio.Task[Any]], Any]:
@@ -374,10 +390,22 @@ class WebApp:
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
                    headers: dict[str, str]) -> None:
-        cors = self._cors(headers)
+        request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
+        # The handlers see the request id the server settled on (the caller's, if sane).
+        scope = {**scope, "headers": [
+            *((k, v) for k, v in scope.get("headers", ()) if k.lower() != REQUEST_ID_HEADER.encode()),
+            (REQUEST_ID_HEADER.encode(), request_id.encode())]}
+        with request_context(request_id):
+            await self._api_call(scope, receive, send, path, method, headers,
+                                 [(REQUEST_ID_HEADER.encode(), request_id.encode())])
+
+    async def _api_call(self, scope: Scope, receive: Receive, send: Send, path: str, method: str,
+                        headers: dict[str, str], rid: list[tuple[bytes, bytes]]) -> None:
+        allowed = self._cors(headers)
+        cors = allowed + rid  # what every answer below carries
         if method == "OPTIONS":
-            if not cors:
-                await _plain(send, 403, b"origin not allowed\n")
+            if not allowed:
+                await _plain(send, 403, b"origin not allowed\n", extra=rid)
                 return
             await send({"type": "http.response.start", "status": 204, "headers": [
                 *cors, (b"access-control-allow-methods", b"POST"),
@@ -396,9 +424,11 @@ class WebApp:
                          extra=[(b"accept-post", b"application/json, application/proto"), *cors])
             return
         if path not in METHOD_PATHS:
+            log_failure(path, "UNIMPLEMENTED", "unknown method")
             await _error(send, ctype, Code.UNIMPLEMENTED, f"unknown method {path}", cors)
             return
         if self.closing.is_set():
+            log_failure(path, "UNAVAILABLE", SHUTTING_DOWN)
             await _error(send, ctype, Code.UNAVAILABLE, SHUTTING_DOWN, cors)
             return
         app = self.services[path[: path.index("/", 1)]]
