@@ -10,6 +10,8 @@ echo "== generated protobuf code is current" >&2
 .venv/bin/python proto/generate.py --check
 echo "== buf lint" >&2
 npm --prefix ui run --silent lint:proto   # buf pinned in ui/package.json
+echo "== buf breaking against the last landed main (proto/BREAKING_BASE)" >&2
+bash scripts/buf_breaking.sh
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
