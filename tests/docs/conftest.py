@@ -84,7 +84,8 @@ def docs_plane(docs_podman: Callable[[str], None],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsPlane]:
     data = tmp_path_factory.mktemp("docs-plane")
     address = f"127.0.0.1:{free_port()}"
-    env = docs_env(AIRLOCK_GRPC_LISTEN=address, AIRLOCK_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+    http_address = f"127.0.0.1:{free_port()}"
+    env = docs_env(AIRLOCK_GRPC_LISTEN=address, AIRLOCK_HTTP_LISTEN=http_address,
                    AIRLOCK_RUNTIME="podman")
     log = (data / "dev.log").open("w")
     proc = subprocess.Popen([str(BIN / "airlock"), "dev", "--data-dir", str(data)], env=env,
@@ -115,6 +116,7 @@ def docs_plane(docs_podman: Callable[[str], None],
             "<the admin token>": token,
             "<an admin token>": token,
             "127.0.0.1:50051": address,
+            "127.0.0.1:8080": http_address,  # the HTTP port: gRPC-Web, Connect, the UI
             "run_01hq3v5k7m9pabcdefghjkmnpq": done["run"]["id"],
             "key_01hq3v5k7m9p": key["key"]["id"],
         }
