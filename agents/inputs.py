@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.manifest import Capability
-from agents.schemas import first_error
+from agents.schemas import UnsupportedPattern, first_error
 
 MAX_PROBLEM = 300  # schema messages quote the instance, which may be megabytes
 
@@ -23,11 +23,19 @@ class InputMismatch(ValueError):
         self.problem = problem
 
 
+class SchemaUnusable(ValueError):
+    """Raised when the input schema itself cannot be applied safely (a pattern RE2 cannot run,
+    in a manifest stored before such patterns were refused at registration)."""
+
+
 def check_input(capability: Capability, payload: Any) -> None:
     """Raise ``InputMismatch`` unless ``payload`` is valid for ``capability``'s input schema.
 
     Formats are checked, patterns match on RE2 and no reference is fetched (``agents.schemas``).
     """
-    error = first_error(capability.input_schema, payload)
+    try:
+        error = first_error(capability.input_schema, payload)
+    except UnsupportedPattern as e:
+        raise SchemaUnusable(str(e)) from None
     if error is not None:
         raise InputMismatch(error.json_path, error.message[:MAX_PROBLEM])

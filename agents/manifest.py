@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -133,17 +134,21 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def _check_schema(schema: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     if _depth(schema) > MAX_SCHEMA_DEPTH:
         raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise ValueError(f"not a valid JSON Schema: {e.message}") from None
-    try:
-        check_schema_safe(schema)
-    except SchemaRefused as e:
-        raise ValueError(str(e)) from None
+    # Registration rules (no remote references, RE2 patterns) apply when a manifest is
+    # registered; one read back from the database was accepted under the rules of its day and
+    # must still load (validation at submit never fetches and refuses what it cannot run).
+    if not (info.context or {}).get("stored"):
+        try:
+            check_schema_safe(schema)
+        except SchemaRefused as e:
+            raise ValueError(str(e)) from None
     return schema
 
 
@@ -153,8 +158,10 @@ class Capability(_Strict):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
 
-    _v_in = field_validator("input_schema")(classmethod(lambda cls, v: _check_schema(v)))
-    _v_out = field_validator("output_schema")(classmethod(lambda cls, v: _check_schema(v)))
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _schema(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _check_schema(v, info)
 
 
 class BuildSpec(_Strict):
@@ -215,12 +222,16 @@ class ManifestError(ValueError):
         self.message = message
 
 
-def parse_manifest(data: Any) -> Manifest:
-    """Validate a decoded manifest document. Raises ``ManifestError`` naming the field."""
+def parse_manifest(data: Any, *, stored: bool = False) -> Manifest:
+    """Validate a decoded manifest document. Raises ``ManifestError`` naming the field.
+
+    ``stored``: read back from the database, so the rules that apply only at registration
+    (see ``_check_schema``) are not re-applied.
+    """
     if not isinstance(data, dict):
         raise ManifestError("", "manifest must be a mapping")
     try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(data, context={"stored": stored})
     except RecursionError:  # e.g. a JSON Schema nested deeper than the meta-schema check can go
         raise ManifestError("", "not a manifest: nested too deeply") from None
     except ValidationError as e:

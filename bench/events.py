@@ -205,7 +205,7 @@ class RunLoad:
                 while len(self.outstanding) < 2 * self.slots:
                     self.outstanding.add((await self.runs.submit(self.who, req))[0].id)
                 for run_id in list(self.outstanding):
-                    run = await self.runs.get(run_id)
+                    run = await self.runs.get(self.who, run_id)
                     if run.state.terminal:
                         self.outstanding.discard(run_id)
                         self.finished[run_id] = run.state.value

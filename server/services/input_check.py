@@ -15,9 +15,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.inputs import InputMismatch, check_input
+from agents.inputs import InputMismatch, SchemaUnusable, check_input
 from agents.manifest import Capability
-from server.domain.errors import InvalidArgument, ResourceExhausted
+from server.domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 CHECK_SECONDS = 2.0
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="input-check")
@@ -31,6 +31,9 @@ async def check_input_bounded(cap: Capability, payload: Any, *, seconds: float =
     except InputMismatch as e:
         raise InvalidArgument("input_json", f"does not match the input schema at {e.path}: "
                               f"{e.problem}") from None
+    except SchemaUnusable as e:
+        raise FailedPrecondition(f"the input schema of capability {cap.name!r} cannot be applied "
+                                 f"safely ({e}); register a version whose schema does") from None
     except RecursionError:
         raise InvalidArgument("input_json", "is nested too deeply to check against the input "
                               "schema") from None

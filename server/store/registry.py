@@ -52,7 +52,7 @@ def _manifest(doc: Any) -> Manifest:
     key = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     m = _MANIFESTS.get(key)
     if m is None:
-        m = parse_manifest(doc)
+        m = parse_manifest(doc, stored=True)
         if len(_MANIFESTS) >= 1024:
             _MANIFESTS.clear()
         _MANIFESTS[key] = m
