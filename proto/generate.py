@@ -51,7 +51,9 @@ def main() -> int:
         if OUT_PKG.exists():
             shutil.rmtree(OUT_PKG)
         shutil.copytree(pkg, OUT_PKG)
-        shutil.copy(Path(tmp) / "airlock" / "__init__.py", OUT_PKG.parent / "__init__.py")
+        # airlock/ also holds the CLI: its __init__.py is ours, written only if missing.
+        if not (OUT_PKG.parent / "__init__.py").exists():
+            shutil.copy(Path(tmp) / "airlock" / "__init__.py", OUT_PKG.parent / "__init__.py")
     print(f"wrote {OUT_PKG.relative_to(ROOT)}")
     return 0
 
