@@ -240,10 +240,11 @@ def test_dagger_json_includes_every_shared_file(probe: dict[str, Any]) -> None:
         assert pattern.removeprefix("!").removeprefix("../").split("/")[0] in {"agents", "executor"}
 
 
-def _closure(names: list[str]) -> set[str]:
-    """Top-level import names provided by these distributions and their requirements."""
+def _closure(requirements: list[Requirement]) -> set[str]:
+    """Top-level import names provided by these distributions (with the extras asked for)
+    and their requirements."""
     dists: set[str] = set()
-    todo = [(name, frozenset[str]()) for name in names]
+    todo = [(r.name, frozenset(r.extras)) for r in requirements]
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()
@@ -266,8 +267,7 @@ def _closure(names: list[str]) -> set[str]:
 
 def test_module_declares_its_third_party_imports(probe: dict[str, Any]) -> None:
     project = tomllib.loads((MODULE / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(d).name for d in project["dependencies"]]
-    allowed = _closure(declared)
+    allowed = _closure([Requirement(d) for d in project["dependencies"]])
     imported = {name.split(".")[0] for name, f in probe["modules"].items()
                 if f and "site-packages" in f}
     undeclared = sorted(m for m in imported - allowed - OPTIONAL_IMPORTS

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -29,11 +29,13 @@ def executor_process(url: str, executor_id: str, **env: str) -> Iterator[subproc
         yield proc
 
 
-async def containers(prefix: str = "airlock-run_") -> list[str]:
+async def containers(run_ids: Iterable[str]) -> list[str]:
+    """This test's sandboxes (containers of other tests or sessions on the host do not count)."""
+    prefixes = tuple(f"airlock-{i}-" for i in run_ids)
     p = await asyncio.create_subprocess_exec(
         "podman", "ps", "-a", "--format", "{{.Names}}", stdout=asyncio.subprocess.PIPE)
     out, _ = await p.communicate()
-    return [n for n in out.decode().split() if n.startswith(prefix)]
+    return [n for n in out.decode().split() if n.startswith(prefixes)]
 
 
 async def run_events(plane: Plane, run_id: str) -> list:
@@ -55,21 +57,21 @@ async def test_kill9_executor_mid_run_another_finishes_every_run_once(
             ids.append(sub.run.id)
 
         async def all_running() -> int:
-            names = await containers()
+            names = await containers(ids)
             return sum(any(n.startswith(f"airlock-{i}-1") for n in names) for i in ids)
 
         await assert_eventually(all_running, lambda n: n == 3, timeout=60, what="3 sandboxes up")
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     # The victim's sandboxes outlive it (podman keeps them): the survivor must reap them.
-    assert len(await containers()) >= 3
+    assert len(await containers(ids)) >= 3
 
     seen: list[set[str]] = []
     watching = True
 
     async def watch_containers() -> None:
         while watching:
-            seen.append(set(await containers()))
+            seen.append(set(await containers(ids)))
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch_containers())  # a sampler, not a synchronisation
@@ -92,7 +94,7 @@ async def test_kill9_executor_mid_run_another_finishes_every_run_once(
         for snapshot in seen:
             assert not (any(n.startswith(f"airlock-{run_id}-1") for n in snapshot)
                         and any(n.startswith(f"airlock-{run_id}-2") for n in snapshot)), snapshot
-    assert await containers() == [], "sandboxes leaked"
+    assert await containers(ids) == [], "sandboxes leaked"
 
 
 async def test_two_executor_processes_share_200_runs_each_executed_once(
@@ -128,4 +130,4 @@ async def test_two_executor_processes_share_200_runs_each_executed_once(
         by_executor[running[0].actor] += 1
     assert sum(by_executor.values()) == 200
     assert set(by_executor) == {"ex-a", "ex-b"}, by_executor
-    assert await containers() == []
+    assert await containers(ids) == []
