@@ -41,6 +41,9 @@ from server.telemetry import (
 
 log = logging.getLogger(__name__)
 
+# After the grace period, how long stopped runs may take to record their re-queue.
+RUN_STOP_SECONDS = 10.0
+
 
 @dataclass
 class _Active:
@@ -69,6 +72,7 @@ class Executor:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopped = False
+        self._unstoppable: set[asyncio.Task[None]] = set()
         self.executed = 0  # attempts this process finished (tests and metrics)
 
     @property
@@ -116,7 +120,17 @@ class Executor:
                 a.shutdown = True
                 a.cancel.set()
             if pending:
-                await asyncio.wait(pending, timeout=10)
+                _, pending = await asyncio.wait(pending, timeout=RUN_STOP_SECONDS)
+            # A run that ignored its stop is cancelled, never abandoned: an abandoned task is
+            # destroyed while pending, with whatever it held (a database connection). Its lease
+            # lapses and another executor re-queues it.
+            for t in pending:
+                t.cancel()
+            if pending:
+                _, stuck_runs = await asyncio.wait(pending, timeout=5)
+                for t in stuck_runs:
+                    log.error("run task %s did not stop on cancellation", t.get_name())
+                self._unstoppable = stuck_runs  # keep them referenced rather than collected
         for t in self._tasks:
             t.cancel()
         # Bounded: a background loop that failed to stop must not hang the shutdown. (None
