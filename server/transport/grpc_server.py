@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -134,10 +135,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             with request_context(request_id):
                 tok = await check(request, context)
                 try:
-                    async for item in rechecked(inner_us(request, context),
-                                                lambda: authorize(self.admin, op, header),
-                                                recheck_period(self.admin)):
-                        yield item
+                    # aclosing: when gRPC closes this stream, the inner ones (and the task
+                    # reading the handler) are closed now, not whenever they are collected.
+                    async with contextlib.aclosing(rechecked(
+                            inner_us(request, context), lambda: authorize(self.admin, op, header),
+                            recheck_period(self.admin))) as items:
+                        async for item in items:
+                            yield item
                 except grpc.aio.AbortError:
                     raise
                 except Exception as e:

@@ -25,7 +25,7 @@ import logging
 import mimetypes
 import socket
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import Token
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,12 +179,15 @@ class ConnectAuth:
         try:
             stream = rechecked(call_next(request, ctx), lambda: self._authorize(ctx),
                                recheck_period(self.admin))
-            async for item in self._until_closing(stream):
-                yield item
+            # Closed now when the client goes away, not whenever they are collected.
+            async with contextlib.aclosing(stream), \
+                    contextlib.aclosing(self._until_closing(stream)) as items:
+                async for item in items:
+                    yield item
         finally:
             self._leave(token)
 
-    async def _until_closing(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _until_closing(self, stream: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         """The handler's messages; ends the stream with UNAVAILABLE when the server stops.
 
         The handler runs in its own task, so a shutdown (or a client disconnect, which

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -22,7 +22,7 @@ _END = object()
 
 
 async def rechecked(stream: AsyncIterator[T], recheck: Callable[[], Awaitable[Any]],
-                    period: float) -> AsyncIterator[T]:
+                    period: float) -> AsyncGenerator[T, None]:
     """The items of ``stream``; ``recheck()`` before each one and every ``period`` seconds."""
     queue: asyncio.Queue[tuple[object, Any]] = asyncio.Queue(maxsize=1)
 
