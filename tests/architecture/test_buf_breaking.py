@@ -4,7 +4,6 @@ a copy of proto/ with one field deleted fails naming that field."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,13 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.requirements import require
+
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / "ui" / "node_modules" / ".bin" / "buf"
 SCRIPT = REPO / "scripts" / "buf_breaking.sh"
 
-# Under CI a missing buf fails (the test runs and cannot find it), as every missing part does.
-pytestmark = pytest.mark.skipif(not BUF.exists() and os.environ.get("CI") != "true",
-                                reason="buf is not installed (npm --prefix ui ci)")
+
+
+@pytest.fixture(autouse=True)
+def _buf() -> None:
+    require("buf", None if BUF.exists() else f"{BUF} is absent (npm --prefix ui ci, run by setup)")
 
 
 def _breaking(proto_dir: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,13 +20,18 @@ import pytest
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.api import cancel, register, submit
 from tests.helpers.db import PgTemplates
+from tests.helpers.requirements import require
 
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / "ui" / "node_modules" / ".bin" / "buf"
 PROTOCOLS = ("grpc", "grpcweb", "connect")
 UNKNOWN_RUN = "run_00000000000000000000000000"
 
-pytestmark = pytest.mark.skipif(not BUF.exists(), reason="buf not installed: run npm ci in ui/")
+
+
+@pytest.fixture(autouse=True)
+def _buf() -> None:
+    require("buf", None if BUF.exists() else f"{BUF} is absent (npm --prefix ui ci, run by setup)")
 
 
 @dataclass
@@ -144,8 +149,8 @@ async def test_reflection_v1_and_v1alpha(world: World, reflect: str) -> None:
             "grpc.reflection.v1alpha.ServerReflection"} <= set(out.split())
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 async def test_connect_json_with_plain_curl(world: World) -> None:
+    require("curl", None if shutil.which("curl") else "curl is not on PATH")
     base = f"http://{world.plane.cp.http_address}/airlock.v1."
     auth = f"authorization: Bearer {world.tokens['alice']}"
     code, out, err = await run("curl", "-sS", "-w", "\\n%{http_code}", base + "RunService/GetRun",
