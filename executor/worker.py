@@ -172,11 +172,15 @@ class Executor:
 
     async def _claim(self, limit: int) -> list[Run]:
         now = self.clock()
-        started = datetime.now(UTC)
         out = []
         async with self.store.transaction() as tx:
             network = getattr(self.runtime, "network_pool", None)
-            for run in await tx.runs.next_queued(limit, network=network):
+            queued = await tx.runs.next_queued(limit, network=network)
+            # The span starts once the runs are found: earlier, the transaction may still be
+            # waiting for the submit that created them (SQLite's write lock), and the lease
+            # would seem to begin before the run existed.
+            started = datetime.now(UTC)
+            for run in queued:
                 out.append(await tx.runs.lease(run, executor_id=self.id, until=now + self.lease,
                                                now=now))
         for run in out:  # the lease, as a span in the run's trace

@@ -41,7 +41,12 @@ def wrapper(tmp_path: Path, *, init_path: str | None = None) -> Path:
     script = bindir / "podman"
     script.write_text(
         "#!/bin/sh\n" + conf
-        + f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\" >> {log}\n"
+        # One write(2) per line on an O_APPEND descriptor: lines from podman commands run at
+        # the same time never interleave (a buffered print could split a line).
+        + f"{sys.executable} -c 'import json, os, sys; fd = os.open(sys.argv[1], "
+        + "os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644); "
+        + "os.write(fd, (json.dumps(sys.argv[2:]) + chr(10)).encode())'"
+        + f" {log} \"$@\"\n"
         + f'exec {real} "$@"\n')
     script.chmod(0o755)
     return script
