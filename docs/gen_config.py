@@ -109,9 +109,11 @@ version's defaults, at least `medium` ([agent-authors.md](agent-authors.md)).
 
 A risk the file does not list keeps its built-in rule. Without the variable the built-in
 policy applies: `low` and `medium` auto-approve, `high` needs 1 approver, `critical` 2; a
-pending approval expires after an hour. Any other key or field, or a value out of range, stops
-`airlock serve` at start-up (exit status 3) with a message naming it, e.g.
-`AIRLOCK_POLICY_FILE: policy.high.approvals: Input should be less than or equal to 10`.
+pending approval expires after an hour. Any other key or field, a value out of range, or a
+boolean (`approvals: true` is not read as 1), stops `airlock serve` at start-up (exit status 3)
+with a message naming it, e.g.
+`AIRLOCK_POLICY_FILE: policy.high.approvals: Input should be less than or equal to 10` or
+`AIRLOCK_POLICY_FILE: policy.high.approvals: must be a number, not true`.
 At start-up `airlock serve` logs which policy it loaded (the file, or built-in) and the rule
 for each risk. The file is read once: restart to apply a change.
 

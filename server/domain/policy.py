@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from agents.limits import Limits
 from agents.manifest import Risk
@@ -45,6 +46,16 @@ class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     approvals: int = Field(default=0, ge=0, le=10)
     expires_after_seconds: float = Field(default=3600, gt=0)
+
+    @field_validator("approvals", "expires_after_seconds", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v: Any) -> Any:
+        # YAML's true/false are bools, which pydantic would read as 1 and 0: `approvals: true`
+        # meant "needs approval" to whoever wrote it, not "one approver".
+        if isinstance(v, bool):
+            raise PydanticCustomError("bool_refused", "must be a number, not {value}",
+                                      {"value": str(v).lower()})
+        return v
 
 
 @dataclass(frozen=True, slots=True)

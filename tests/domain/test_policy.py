@@ -98,6 +98,10 @@ def test_from_mapping_overrides_defaults() -> None:
         ({"high": {"approvals": -1}}, "policy.high.approvals:"),
         ({"high": {"approvals": 11}}, "policy.high.approvals:"),
         ({"high": {"approvals": "two"}}, "policy.high.approvals:"),
+        ({"high": {"approvals": True}}, "policy.high.approvals: must be a number, not"),
+        ({"low": {"approvals": False}}, "policy.low.approvals: must be a number, not"),
+        ({"high": {"expires_after_seconds": True}},
+         "policy.high.expires_after_seconds: must be a number, not"),
         ({"high": {"expires_after_seconds": 0}}, "policy.high.expires_after_seconds:"),
         ({"critical": {"aprovals": 2}}, "policy.critical.aprovals:"),
         ({"high": 3}, "policy.high:"),
@@ -122,6 +126,7 @@ def test_load_file(tmp_path: Path) -> None:
     ("text", "names"),
     [
         ("high: {approvals: -2}\n", "policy.high.approvals:"),
+        ("high:\n  approvals: true\n", "policy.high.approvals: must be a number, not"),
         ("medium:\n  approvals: 1\n  expires: 3\n", "policy.medium.expires:"),
         ("", "policy:"),
         ("high: [\n", "policy:"),  # not YAML at all: still a ValueError, so start-up can report it
