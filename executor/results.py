@@ -46,6 +46,9 @@ class Outcome:
     duration_seconds: float = 0.0
     peak_memory_bytes: int | None = None
     image_digest: str | None = None
+    cpu_seconds: float | None = None
+    output_bytes: int | None = None
+    log_bytes: int | None = None
 
     def __post_init__(self) -> None:
         state = RunState(self.state)  # also accepts the state's name as text
@@ -151,6 +154,9 @@ def interpret(
         duration_seconds=result.duration_seconds,
         peak_memory_bytes=result.peak_memory_bytes,
         image_digest=result.image_digest,
+        cpu_seconds=result.cpu_seconds,
+        output_bytes=result.output_bytes,
+        log_bytes=result.log_bytes,
     )
 
     def fail(state: RunState, reason: str, error_code: str | None = None) -> Outcome:

@@ -390,4 +390,5 @@ def _attempt_result(outcome: Outcome, *, error_message: str) -> AttemptResult:
         output_json=output, error_code=outcome.error_code or "", error_message=error_message,
         exit_code=outcome.exit_code, logs=outcome.logs.encode("utf-8", "replace"),
         logs_truncated=outcome.logs_truncated, peak_memory_bytes=outcome.peak_memory_bytes,
-        duration_seconds=outcome.duration_seconds)
+        duration_seconds=outcome.duration_seconds, cpu_seconds=outcome.cpu_seconds,
+        output_bytes=outcome.output_bytes, log_bytes=outcome.log_bytes)

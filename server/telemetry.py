@@ -40,6 +40,7 @@ INSTRUMENTATION = "airlock"
 __all__ = [
     "ERROR_OUTCOMES",
     "Metrics",
+    "RunUsage",
     "TelemetryHandle",
     "approval_closed",
     "context_from_headers",
@@ -283,6 +284,24 @@ def link_run(traceparent: str, run_id: str = "") -> None:
 # Buckets in seconds: approvals take minutes to hours; sandboxes start in tens of ms to seconds.
 _APPROVAL_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# A run's wall and CPU time: milliseconds (a probe) to the longest timeout a manifest may ask.
+_RUN_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_MEMORY_BUCKETS = tuple(float(m << 20) for m in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
+
+
+@dataclass(frozen=True, slots=True)
+class RunUsage:
+    """What one finished run used, as the sandbox measured it, and whose run it was."""
+
+    agent: str
+    capability: str
+    owner: str
+    outcome: str
+    wall_seconds: float | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    output_bytes: int | None
+    log_bytes: int | None
 
 
 class Metrics:
@@ -307,6 +326,27 @@ class Metrics:
             "airlock.sandbox.duration", unit="s",
             description="Wall time of a sandbox, from launch to its result, by outcome",
             explicit_bucket_boundaries_advisory=list(_LATENCY_BUCKETS))
+        # Usage per run (agent, capability, owner, outcome): totals as counters, the spread
+        # per run as histograms. Only runs a sandbox measured are counted.
+        self.usage_cpu = meter.create_counter(
+            "airlock.usage.cpu_time", unit="s",
+            description="CPU time used by runs' sandboxes (from each run's cgroup)")
+        self.usage_wall = meter.create_counter(
+            "airlock.usage.wall_time", unit="s", description="Wall time of runs' sandboxes")
+        self.usage_output = meter.create_counter(
+            "airlock.usage.output_size", unit="By", description="Bytes of output runs wrote")
+        self.usage_logs = meter.create_counter(
+            "airlock.usage.log_size", unit="By",
+            description="Bytes runs wrote to stdout and stderr (kept or dropped)")
+        self.run_cpu = meter.create_histogram(
+            "airlock.run.cpu_time", unit="s", description="CPU time of one run's sandbox",
+            explicit_bucket_boundaries_advisory=list(_RUN_SECONDS_BUCKETS))
+        self.run_wall = meter.create_histogram(
+            "airlock.run.wall_time", unit="s", description="Wall time of one run's sandbox",
+            explicit_bucket_boundaries_advisory=list(_RUN_SECONDS_BUCKETS))
+        self.run_memory = meter.create_histogram(
+            "airlock.run.peak_memory", unit="By", description="Peak memory of one run's sandbox",
+            explicit_bucket_boundaries_advisory=list(_MEMORY_BUCKETS))
         self.events_published = meter.create_counter(
             "airlock.events.published", unit="{event}",
             description="Run events acknowledged by JetStream")
@@ -328,6 +368,23 @@ class Metrics:
 
     def approval_closed(self, seconds: float, result: str) -> None:
         self.approval_wait.record(max(seconds, 0.0), {"result": result})
+
+    def run_usage(self, u: RunUsage) -> None:
+        """A measured run's usage; figures the sandbox did not measure are left out."""
+        attrs = {"agent": u.agent, "capability": u.capability, "owner": u.owner,
+                 "outcome": u.outcome}
+        if u.cpu_seconds is not None:
+            self.usage_cpu.add(u.cpu_seconds, attrs)
+            self.run_cpu.record(u.cpu_seconds, attrs)
+        if u.wall_seconds is not None:
+            self.usage_wall.add(u.wall_seconds, attrs)
+            self.run_wall.record(u.wall_seconds, attrs)
+        if u.peak_memory_bytes is not None:
+            self.run_memory.record(u.peak_memory_bytes, attrs)
+        if u.output_bytes is not None:
+            self.usage_output.add(u.output_bytes, attrs)
+        if u.log_bytes is not None:
+            self.usage_logs.add(u.log_bytes, attrs)
 
 
 # No-op until set up. Airlock's instruments live on their own provider, not the global one:

@@ -51,7 +51,10 @@ def _run_detail(r: run_pb2.Run) -> str:
         pairs += [("duration", f"{r.duration_seconds:.2f}s"),
                   ("exit code", r.exit_code),
                   ("peak memory", f"{r.peak_memory_bytes / 2**20:.1f} MiB"
-                   if r.peak_memory_bytes else "-")]
+                   if r.peak_memory_bytes else "-"),
+                  ("cpu time", f"{r.cpu_seconds:.2f}s" if r.cpu_seconds else "-"),
+                  ("output", f"{r.output_bytes} bytes" if r.output_bytes else "-"),
+                  ("logs", f"{r.log_bytes} bytes" if r.log_bytes else "-")]
     if r.cancel_requested:
         pairs.append(("cancel", "requested"))
     pairs.append(("input", clip(r.input_json, 200)))

@@ -113,6 +113,11 @@ class SandboxResult:
     peak_memory_bytes: int | None = None
     detail: str = ""  # runtime's own explanation (start failure message, ...)
     image_digest: str | None = None
+    # Measured usage: CPU time of every process of the sandbox (its cgroup's counter), the
+    # size of the output file the agent wrote and every byte it logged (kept or dropped).
+    cpu_seconds: float | None = None
+    output_bytes: int | None = None
+    log_bytes: int | None = None
 
 
 @runtime_checkable

@@ -46,7 +46,6 @@ import os
 import secrets as _secrets
 import shutil
 import signal
-import stat
 import subprocess
 import time
 import uuid
@@ -76,6 +75,7 @@ from executor.runtime.jail_core.bundle import (
     limit_options,
 )
 from executor.runtime.jail_core.seccomp import SeccompUnavailable, compile_filter
+from executor.runtime.output_file import read_output
 
 log = logging.getLogger(__name__)
 
@@ -674,21 +674,6 @@ class JailRuntime:
             sup.close_log()
         return None
 
-    def _read_output(self, work: Path, cap: int) -> tuple[bytes | None, bool]:
-        # O_NOFOLLOW + S_ISREG: the agent controls this directory, and could plant a symlink
-        # to a host file or a FIFO that would block us.
-        try:
-            fd = os.open(work / "out" / "output.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None, False
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None, False
-            data = os.read(fd, cap + 1)
-        finally:
-            os.close(fd)
-        return (data[:cap], True) if len(data) > cap else (data, False)
-
     def _cgroup_dirs(self, sandbox_name: str) -> list[Path]:
         return [r / self.cgroup_parent / sandbox_name for r in _cgroup_roots()
                 if (r / self.cgroup_parent / sandbox_name).is_dir()]
@@ -760,7 +745,8 @@ class JailRuntime:
             except TimeoutError:
                 log.warning("log pipe of %s still open after exit", spec.sandbox_name)
             sup.close_log()
-            output, truncated = self._read_output(work, int(limits.output_kib) * 1024)
+            output, truncated, output_bytes = read_output(work / "out" / "output.json",
+                                                          int(limits.output_kib) * 1024)
             status = self._read_status(work)
             termination, exit_code, detail = self._judge(status, sup.returncode, sink, cancel)
             peak = status.get("peak_memory_bytes") if status else None
@@ -776,6 +762,9 @@ class JailRuntime:
                 peak_memory_bytes=peak if isinstance(peak, int) else None,
                 detail=detail,
                 image_digest=digest,
+                cpu_seconds=_cpu_seconds(status),
+                output_bytes=output_bytes,
+                log_bytes=len(sink.buf) + sink.dropped,
             )
         except _StartFailure as e:
             return SandboxResult(Termination.START_FAILED, None, None, False, bytes(sink.buf), False,
@@ -907,8 +896,16 @@ def result_from_document(text: str | bytes, *, duration_seconds: float,
         logs_truncated=bool(doc.get("logs_truncated")),
         duration_seconds=float(status.get("duration_seconds") or duration_seconds),
         peak_memory_bytes=peak if isinstance(peak, int) else None, detail=detail,
-        image_digest=image_digest,
+        image_digest=image_digest, cpu_seconds=_cpu_seconds(status),
+        # The document carries what was kept: a lower bound when truncated.
+        output_bytes=None if output is None else len(output), log_bytes=len(logs),
     )  # fmt: skip
+
+
+def _cpu_seconds(status: dict[str, Any] | None) -> float | None:
+    """The run cgroup's CPU time from the supervisor's status (None where it had no counter)."""
+    value = status.get("cpu_seconds") if status else None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
 class _StartFailure(Exception):

@@ -41,7 +41,6 @@ import math
 import os
 import resource
 import shutil
-import stat
 import time
 import uuid
 from collections.abc import Sequence
@@ -67,6 +66,7 @@ from executor.runtime.base import (
     SandboxResult,
     Termination,
 )
+from executor.runtime.output_file import read_output
 
 log = logging.getLogger(__name__)
 
@@ -445,6 +445,27 @@ class PodmanRuntime:
             except OSError as e:
                 log.warning("could not remove cgroup %s: %s", d, e)
 
+    def _cpu_seconds(self, spec: RunSpec) -> float | None:
+        """CPU time of the container, from the run's parent cgroup (read after the container
+        exited: the parent's counter still holds its removed child's time, cpuacct charging
+        every ancestor and v2 folding a removed child's stats into its parent)."""
+        h = self._host
+        if h is None:
+            return None
+        for root in h.cgroup_roots:
+            d = root / self.cgroup_parent / spec.sandbox_name
+            try:
+                if h.cgroup_v2 and (root / "cgroup.controllers").exists():
+                    for line in (d / "cpu.stat").read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "usage_usec":
+                            return int(value) / 1e6
+                elif (d / "cpuacct.usage").exists():
+                    return int((d / "cpuacct.usage").read_text()) / 1e9
+            except (OSError, ValueError):
+                continue
+        return None
+
     def _peak_memory(self, spec: RunSpec) -> int | None:
         h = self._host
         if h is None or h.memory_root is None:
@@ -455,21 +476,6 @@ class PodmanRuntime:
             return int((d / name).read_text())
         except (OSError, ValueError):
             return None
-
-    def _read_output(self, work: Path, cap: int) -> tuple[bytes | None, bool]:
-        # O_NOFOLLOW + S_ISREG: the agent controls this directory, and could plant a symlink
-        # to a host file or a FIFO that would block us.
-        try:
-            fd = os.open(work / "out" / "output.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None, False
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None, False
-            data = os.read(fd, cap + 1)
-        finally:
-            os.close(fd)
-        return (data[:cap], True) if len(data) > cap else (data, False)
 
     async def _image_digest(self, image: str) -> str | None:
         """Digest (or ID) of the image; cached until any image in the store changes."""
@@ -561,8 +567,10 @@ class PodmanRuntime:
                 drain.cancel()
                 log.warning("log pipe of %s still open after exit", spec.sandbox_name)
             exit_code = proc.returncode
-            output, truncated = self._read_output(work, int(limits.output_kib) * 1024)
+            output, truncated, output_bytes = read_output(work / "out" / "output.json",
+                                                          int(limits.output_kib) * 1024)
             peak = self._peak_memory(spec)
+            cpu = self._cpu_seconds(spec)
             termination, detail = Termination.EXITED, ""
             if killed_by is not None:
                 termination = killed_by
@@ -581,6 +589,9 @@ class PodmanRuntime:
                 duration_seconds=duration,
                 peak_memory_bytes=peak,
                 detail=detail,
+                cpu_seconds=cpu,
+                output_bytes=output_bytes,
+                log_bytes=len(sink.buf) + sink.dropped,
                 image_digest=await digest_task,
             )
         except OSError as e:

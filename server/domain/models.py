@@ -79,6 +79,10 @@ class Run:
     exit_code: int | None
     peak_memory_bytes: int | None
     duration_seconds: float | None
+    # Usage the sandbox measured (None until an attempt recorded it).
+    cpu_seconds: float | None = None
+    output_bytes: int | None = None
+    log_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,9 @@ class AttemptResult:
     logs_truncated: bool = False
     peak_memory_bytes: int | None = None
     duration_seconds: float | None = None
+    cpu_seconds: float | None = None
+    output_bytes: int | None = None
+    log_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

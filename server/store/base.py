@@ -27,8 +27,8 @@ class Unit:
         self.pg = dialect == "postgresql"  # FOR UPDATE, advisory locks, NOTIFY
         self.notify: set[str] = set()  # channels whose every waiter wakes
         self.notify_keys: set[tuple[str, str]] = set()  # (channel, key): only that key's waiters
-        # Runs that entered a terminal state, with that state and reason (metrics and the
-        # run span, after the commit).
+        # Runs that entered a terminal state (as they are now, with their usage), with that
+        # state and reason (metrics and the run span, after the commit).
         self.finished: list[tuple[Run, str, str]] = []
 
 

@@ -59,6 +59,9 @@ class _Changes(TypedDict, total=False):
     logs_truncated: bool
     peak_memory_bytes: int | None
     duration_seconds: float | None
+    cpu_seconds: float | None
+    output_bytes: int | None
+    log_bytes: int | None
 
 
 _RESULT_ONLY = frozenset({"output_json", "error_code", "error_message", "logs", "logs_truncated"})
@@ -80,6 +83,7 @@ def _run(r: Row[Any]) -> Run:
         cancel_requested=r.cancel_requested, lease_owner=r.lease_owner,
         lease_expires_at=r.lease_expires_at, executor_id=r.executor_id, exit_code=r.exit_code,
         peak_memory_bytes=r.peak_memory_bytes, duration_seconds=r.duration_seconds,
+        cpu_seconds=r.cpu_seconds, output_bytes=r.output_bytes, log_bytes=r.log_bytes,
     )
 
 
@@ -103,7 +107,8 @@ def _result_changes(result: AttemptResult) -> _Changes:
             "error_message": result.error_message, "exit_code": result.exit_code,
             "logs": result.logs, "logs_truncated": result.logs_truncated,
             "peak_memory_bytes": result.peak_memory_bytes,
-            "duration_seconds": result.duration_seconds}
+            "duration_seconds": result.duration_seconds, "cpu_seconds": result.cpu_seconds,
+            "output_bytes": result.output_bytes, "log_bytes": result.log_bytes}
 
 
 class RunRepository(Repository):
@@ -228,10 +233,11 @@ class RunRepository(Repository):
         attempt = extra.get("attempt", run.attempt)
         await self._events.append(run, seq=seq, state=target, previous=run.state, reason=reason,
                                   attempt=attempt, actor=actor, now=now)
-        if target.terminal:
-            self._unit.finished.append((run, target.value, reason))
         moved = {k: v for k, v in extra.items() if k not in _RESULT_ONLY}
-        return replace(run, state=target, reason=reason, last_seq=seq, updated_at=now, **moved)
+        after = replace(run, state=target, reason=reason, last_seq=seq, updated_at=now, **moved)
+        if target.terminal:
+            self._unit.finished.append((after, target.value, reason))
+        return after
 
     async def request_cancel(self, run_id: str, now: datetime) -> None:
         """Ask the executor holding a RUNNING run to stop it (it records CANCELLED)."""

@@ -37,7 +37,7 @@ from server.store.keys import KeyRepository
 from server.store.notify import Notifier
 from server.store.registry import RegistryRepository
 from server.store.runs import RunRepository
-from server.telemetry import metrics_api, run_ended
+from server.telemetry import RunUsage, metrics_api, run_ended
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,12 @@ class Store:
             m = metrics_api()
             for run, state, reason in tx.finished:
                 m.run_finished(state)
+                if run.duration_seconds is not None or run.cpu_seconds is not None:
+                    m.run_usage(RunUsage(
+                        agent=run.agent, capability=run.capability, owner=run.submitter,
+                        outcome=state, wall_seconds=run.duration_seconds,
+                        cpu_seconds=run.cpu_seconds, peak_memory_bytes=run.peak_memory_bytes,
+                        output_bytes=run.output_bytes, log_bytes=run.log_bytes))
                 run_ended(run_id=run.id, traceparent=run.traceparent, agent=run.agent,
                           capability=run.capability, attempt=run.attempt,
                           created_at=run.created_at, state=state, reason=reason)

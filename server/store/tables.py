@@ -138,6 +138,10 @@ runs = Table(
     Column("peak_memory_bytes", BigInteger, nullable=True),
     Column("duration_seconds", Float, nullable=True),
     Column("executor_id", String(100), nullable=True),
+    # Usage measured by the sandbox (the last attempt's).
+    Column("cpu_seconds", Float, nullable=True),
+    Column("output_bytes", BigInteger, nullable=True),
+    Column("log_bytes", BigInteger, nullable=True),
     UniqueConstraint("submitter", "idempotency_key", name="uq_runs_submitter_idempotency_key"),
     Index("ix_runs_state_created", "state", "created_at"),
     Index("ix_runs_agent_created", "agent_name", "created_at"),

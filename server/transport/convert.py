@@ -105,6 +105,8 @@ def run_pb(r: Run, *, input_preview: int | None = None) -> run_pb2.Run:
         finish_time=ts(r.finished_at), executor_id=r.executor_id or "",
         peak_memory_bytes=r.peak_memory_bytes or 0, duration_seconds=r.duration_seconds or 0.0,
         exit_code=r.exit_code or 0, last_sequence=r.last_seq, cancel_requested=r.cancel_requested,
+        cpu_seconds=r.cpu_seconds or 0.0, output_bytes=r.output_bytes or 0,
+        log_bytes=r.log_bytes or 0,
     )
 
 

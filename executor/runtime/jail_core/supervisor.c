@@ -92,11 +92,13 @@
 #define SYS_pidfd_send_signal 424
 #endif
 
-#define MAX_DIRS 4
+#define MAX_DIRS 8
 #define PATH_LEN 4096
 
-enum { C_MEMORY, C_PIDS, C_CPU, N_CONTROLLERS };
-static const char *controller_names[N_CONTROLLERS] = {"memory", "pids", "cpu"};
+/* cpuacct (cgroup v1 only) is optional: it measures the run's CPU time and limits nothing.
+   On cgroup v2 the same figure is cpu.stat's usage_usec, present in every cgroup. */
+enum { C_MEMORY, C_PIDS, C_CPU, C_CPUACCT, N_CONTROLLERS };
+static const char *controller_names[N_CONTROLLERS] = {"memory", "pids", "cpu", "cpuacct"};
 
 struct cgdir {
     char path[PATH_LEN];  /* the run's cgroup directory */
@@ -276,6 +278,8 @@ static int discover(const char *parent, const char *name, int nest) {
         int is_v2 = 0;
         if (v1[c][0]) {
             root = v1[c];
+        } else if (c == C_CPUACCT) {
+            continue;  /* no v1 cpuacct: v2's cpu.stat (or nothing) measures CPU time */
         } else if (v2root[0]) {
             char padded[1100];
             snprintf(padded, sizeof padded, " %s ", v2controllers);
@@ -410,7 +414,8 @@ static int write_atomic(const char *path, const char *data, size_t len, mode_t m
 
 /* The run's status as one JSON object (malloc'd), or NULL. */
 static char *status_json(int have_status, int wstatus, int timed_out, int cancelled,
-                         long long oom_kill, long long peak, long long failcnt, int v2) {
+                         long long oom_kill, long long peak, long long failcnt, int v2,
+                         long long cpu_ns) {
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
@@ -425,6 +430,8 @@ static char *status_json(int have_status, int wstatus, int timed_out, int cancel
     fprintf(f, ", \"oom_kill\": %lld, \"peak_memory_bytes\": ", oom_kill < 0 ? 0 : oom_kill);
     if (peak >= 0) fprintf(f, "%lld", peak); else fprintf(f, "null");
     fprintf(f, ", \"failcnt\": %lld, \"cgroup_v2\": %s", failcnt, v2 ? "true" : "false");
+    fprintf(f, ", \"cpu_seconds\": ");
+    if (cpu_ns >= 0) fprintf(f, "%.6f", (double)cpu_ns / 1e9); else fprintf(f, "null");
     fprintf(f, ", \"duration_seconds\": %.6f, \"error\": ", elapsed_s());
     json_string(f, error_text);
     fprintf(f, "}");
@@ -1170,7 +1177,17 @@ finish:;
     if (ndirs && kill_cgroups(rel) < 0) set_error("processes of the run survived SIGKILL");
     if (info[0] >= 0) close(info[0]);
     if (slirp_pid > 0) { kill(slirp_pid, SIGKILL); waitpid(slirp_pid, NULL, 0); }
-    long long oom_kill = -1, peak = -1, failcnt = -1;
+    long long oom_kill = -1, peak = -1, failcnt = -1, cpu_ns = -1;
+    /* CPU time of every process the run had (the cgroup's counter includes the dead ones),
+       read after they were all killed, so nothing is still adding to it. */
+    for (int d = 0; d < ndirs; d++) {
+        if (dirs[d].controllers[C_CPUACCT] && !dirs[d].v2) {
+            cpu_ns = read_counter(dirs[d].path, "cpuacct.usage", NULL);
+        } else if (dirs[d].v2 && cpu_ns < 0) {
+            long long usec = read_counter(dirs[d].path, "cpu.stat", "usage_usec");
+            if (usec >= 0) cpu_ns = usec * 1000;
+        }
+    }
     for (int d = 0; d < ndirs; d++) {
         if (!dirs[d].controllers[C_MEMORY]) continue;
         if (dirs[d].v2) {
@@ -1190,7 +1207,8 @@ finish:;
         }
     if (logp[0] >= 0) drain_log(logp[0], cfg.log_cap, 1000);  /* the writers are dead: what is left */
     if (!status_path[0]) return 125;
-    char *status = status_json(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2);
+    char *status = status_json(have_status, wstatus, timed_out, cancelled, oom_kill, peak, failcnt, v2,
+                               cpu_ns);
     if (!status) return 125;
     char *line = malloc(strlen(status) + 2);
     if (!line) return 125;

@@ -58,6 +58,9 @@ export function runView(runId: string): View {
     replace(resources, facts([
       ["Peak memory", bytes(r.peakMemoryBytes)],
       ["Duration", r.durationSeconds ? duration(r.durationSeconds) : "—"],
+      ["CPU time", r.cpuSeconds ? `${r.cpuSeconds.toFixed(2)} s` : "—"],
+      ["Output", bytes(r.outputBytes)],
+      ["Logs", bytes(r.logBytes)],
       ["Attempt", String(r.attempt || "—")],
       ["Executor", r.executorId || "—"],
       ["Started", when(r.startTime)],
