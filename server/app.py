@@ -18,6 +18,7 @@ from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
 from server.services.registry import RegistryService
 from server.services.runs import RunService
+from server.services.workflows import WorkflowService
 from server.settings import ServerSettings
 from server.store import Store, make_engine
 from server.store.migrate import upgrade
@@ -54,6 +55,10 @@ def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
         admin=AdminService(store, clock=clock, auth_cache_seconds=settings.auth_cache_seconds,
                            lease_seconds=settings.lease_seconds,
                            executor_retention_seconds=settings.executor_retention_seconds),
+        workflows=WorkflowService(store, policy, clock=clock,
+                                  max_input_bytes=settings.max_input_bytes,
+                                  max_attempts=settings.max_attempts,
+                                  watch_poll_seconds=settings.watch_poll_seconds),
     )
 
 
@@ -138,6 +143,7 @@ class ControlPlane:
         # Expire overdue approvals now (correct after a restart), then keep sweeping.
         expired = await self.services.approvals.expire_due()
         log.info("start-up sweep: %d overdue approval(s) expired", expired)
+        await self.services.workflows.sweep()
         self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
         self._db_check = asyncio.create_task(self._check_database(), name="database-health")
         # Optional parts: SubmitRun over NATS, and the queue-depth metric when metrics are on.
@@ -185,6 +191,9 @@ class ControlPlane:
                 n = await self.services.approvals.expire_due()
                 if n:
                     log.info("expired %d approval(s)", n)
+                n = await self.services.workflows.sweep()
+                if n:
+                    log.info("closed %d workflow approval(s) or deadline(s)", n)
                 if time.monotonic() >= next_fleet_sweep:  # once a minute is plenty
                     next_fleet_sweep = time.monotonic() + 60
                     dropped = await self.services.admin.drop_old_executors()

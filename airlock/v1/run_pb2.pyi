@@ -37,7 +37,7 @@ RUN_STATE_REJECTED: RunState
 RUN_STATE_EXPIRED: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "agent", "version", "capability", "state", "reason", "effective_risk", "risk_reasons", "submitter", "idempotency_key", "network", "secrets", "limits", "attempt", "input_json", "create_time", "update_time", "start_time", "finish_time", "executor_id", "peak_memory_bytes", "duration_seconds", "exit_code", "last_sequence", "cancel_requested", "cpu_seconds", "output_bytes", "log_bytes")
+    __slots__ = ("id", "agent", "version", "capability", "state", "reason", "effective_risk", "risk_reasons", "submitter", "idempotency_key", "network", "secrets", "limits", "attempt", "input_json", "create_time", "update_time", "start_time", "finish_time", "executor_id", "peak_memory_bytes", "duration_seconds", "exit_code", "last_sequence", "cancel_requested", "cpu_seconds", "output_bytes", "log_bytes", "workflow_id", "workflow_step")
     ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class Run(_message.Message):
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_STEP_FIELD_NUMBER: _ClassVar[int]
     id: str
     agent: str
     version: str
@@ -94,7 +96,9 @@ class Run(_message.Message):
     cpu_seconds: float
     output_bytes: int
     log_bytes: int
-    def __init__(self, id: _Optional[str] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., effective_risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., submitter: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., network: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_agent_pb2.Limits, _Mapping]] = ..., attempt: _Optional[int] = ..., input_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., executor_id: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., exit_code: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., output_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ...) -> None: ...
+    workflow_id: str
+    workflow_step: str
+    def __init__(self, id: _Optional[str] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., effective_risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., submitter: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., network: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_agent_pb2.Limits, _Mapping]] = ..., attempt: _Optional[int] = ..., input_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., executor_id: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., exit_code: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., output_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_step: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("id", "run_id", "sequence", "state", "previous_state", "reason", "attempt", "actor", "create_time", "agent", "version", "capability")

@@ -83,6 +83,8 @@ class Run:
     cpu_seconds: float | None = None
     output_bytes: int | None = None
     log_bytes: int | None = None
+    workflow_id: str | None = None  # the workflow this run is a step of
+    workflow_step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ class NewRun:
     max_attempts: int
     traceparent: str
     created_at: datetime
+    workflow_id: str | None = None
+    workflow_step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

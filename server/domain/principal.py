@@ -79,6 +79,15 @@ PERMISSIONS: dict[str, dict[Role, Scope]] = {
     "ApprovalService.WatchApprovals": {A: ALL, AP: DECIDE, V: ALL},
     "ApprovalService.Approve": {A: ALL, AP: DECIDE},
     "ApprovalService.Reject": {A: ALL, AP: DECIDE},
+    # Workflows: as runs (a workflow belongs to its submitter's owner; an approver sees those
+    # that asked for approval, of the plan or of a gate).
+    "WorkflowService.SubmitWorkflow": {A: OWN, SU: OWN},
+    "WorkflowService.CancelWorkflow": {A: ALL, SU: OWN},
+    "WorkflowService.GetWorkflow": _RUN_READ,
+    "WorkflowService.ListWorkflows": _RUN_READ,
+    "WorkflowService.WatchWorkflow": _RUN_READ,
+    "WorkflowService.ApproveWorkflow": {A: ALL, AP: DECIDE},
+    "WorkflowService.RejectWorkflow": {A: ALL, AP: DECIDE},
     "AdminService.CreateApiKey": _all(A),
     "AdminService.ListApiKeys": _all(A),
     "AdminService.RevokeApiKey": _all(A),

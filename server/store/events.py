@@ -55,6 +55,8 @@ class EventRepository(Repository):
             traceparent=run.traceparent, created_at=now,
         ))
         self._unit.notify_keys.add((RUN_EVENTS, run.id))  # its watchers, and the channel's
+        if run.workflow_id:  # its workflow's watchers (a step's state is its run's)
+            self._unit.notify_keys.add((RUN_EVENTS, run.workflow_id))
         if state is RunState.QUEUED:
             self._unit.notify.add(RUNS_QUEUED)
 

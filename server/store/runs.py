@@ -9,7 +9,7 @@ instead of naming columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypedDict
@@ -84,6 +84,7 @@ def _run(r: Row[Any]) -> Run:
         lease_expires_at=r.lease_expires_at, executor_id=r.executor_id, exit_code=r.exit_code,
         peak_memory_bytes=r.peak_memory_bytes, duration_seconds=r.duration_seconds,
         cpu_seconds=r.cpu_seconds, output_bytes=r.output_bytes, log_bytes=r.log_bytes,
+        workflow_id=r.workflow_id, workflow_step=r.workflow_step,
     )
 
 
@@ -98,7 +99,7 @@ def _insert_params(new: NewRun) -> dict[str, Any]:
         entrypoint=list(new.entrypoint) if new.entrypoint is not None else None,
         output_schema=new.output_schema, attempt=0, max_attempts=new.max_attempts, last_seq=1,
         traceparent=new.traceparent, created_at=new.created_at, updated_at=new.created_at,
-        cancel_requested=False,
+        cancel_requested=False, workflow_id=new.workflow_id, workflow_step=new.workflow_step,
     )
 
 
@@ -111,14 +112,20 @@ def _result_changes(result: AttemptResult) -> _Changes:
             "output_bytes": result.output_bytes, "log_bytes": result.log_bytes}
 
 
+# Called in the transaction that ended a workflow step's run (run, its end state, reason, now).
+StepEnded = Callable[[Run, RunState, str, datetime], Awaitable[None]]
+
+
 class RunRepository(Repository):
     """``runs`` (and, through ``transition``, their events)."""
 
-    __slots__ = ("_events",)
+    __slots__ = ("_events", "step_ended")
 
     def __init__(self, unit: Unit, events: EventRepository) -> None:
         super().__init__(unit)
         self._events = events
+        # Set by the unit of work: advances the run's workflow (``WorkflowRepository``).
+        self.step_ended: StepEnded | None = None
 
     # -- submission and reads ----------------------------------------------------------------
 
@@ -237,6 +244,10 @@ class RunRepository(Repository):
         after = replace(run, state=target, reason=reason, last_seq=seq, updated_at=now, **moved)
         if target.terminal:
             self._unit.finished.append((after, target.value, reason))
+        if target.terminal and run.workflow_id and self.step_ended is not None:
+            # The steps this one unblocks are queued in this same transaction: no step
+            # starts twice or never, whoever (executor, cancel, lapse recovery) ended it.
+            await self.step_ended(after, target, reason, now)
         return after
 
     async def request_cancel(self, run_id: str, now: datetime) -> None:
@@ -304,12 +315,19 @@ class RunRepository(Repository):
         return [r.id for r in rows]
 
     async def to_stop(self, run_ids: Sequence[str]) -> set[str]:
-        """Which of ``run_ids`` should stop: cancel requested, or no longer RUNNING."""
+        """Which of ``run_ids`` should stop: cancel requested, no longer RUNNING, or a step
+        of a workflow that has ended (its cancel found the run being leased, so could not
+        ask it directly)."""
         if not run_ids:
             return set()
+        w = t.workflows
+        ended = (select(w.c.id).where(w.c.id == _R.c.workflow_id,
+                                      w.c.state.not_in(["RUNNING", "PENDING_APPROVAL"]))
+                 .exists())
         rows = await self._conn.execute(select(_R.c.id).where(
             _R.c.id.in_(list(run_ids)),
-            or_(_R.c.cancel_requested.is_(True), _R.c.state != RunState.RUNNING.value)))
+            or_(_R.c.cancel_requested.is_(True), _R.c.state != RunState.RUNNING.value,
+                _R.c.workflow_id.is_not(None) & ended)))
         return {r.id for r in rows}
 
     async def lapsed(self, now: datetime, limit: int = 100) -> list[Run]:

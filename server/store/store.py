@@ -37,6 +37,7 @@ from server.store.keys import KeyRepository
 from server.store.notify import Notifier
 from server.store.registry import RegistryRepository
 from server.store.runs import RunRepository
+from server.store.workflows import WorkflowRepository
 from server.telemetry import RunUsage, metrics_api, run_ended
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Tx(Unit):
     Obtain it from ``Store.transaction()`` or ``Store.read()``.
     """
 
-    __slots__ = ("approvals", "audit", "events", "fleet", "keys", "registry", "runs")
+    __slots__ = ("approvals", "audit", "events", "fleet", "keys", "registry", "runs", "workflows")
 
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         super().__init__(conn, dialect)
@@ -78,6 +79,8 @@ class Tx(Unit):
         self.keys = KeyRepository(self)
         self.fleet = FleetRepository(self)
         self.audit = AuditRepository(self)
+        self.workflows = WorkflowRepository(self, self.runs)
+        self.runs.step_ended = self.workflows.step_ended  # advances workflows, same transaction
 
 
 @functools.cache

@@ -142,9 +142,13 @@ runs = Table(
     Column("cpu_seconds", Float, nullable=True),
     Column("output_bytes", BigInteger, nullable=True),
     Column("log_bytes", BigInteger, nullable=True),
+    # The workflow this run is a step of (none for a run submitted alone).
+    Column("workflow_id", String(40), nullable=True),
+    Column("workflow_step", String(63), nullable=True),
     UniqueConstraint("submitter", "idempotency_key", name="uq_runs_submitter_idempotency_key"),
     Index("ix_runs_state_created", "state", "created_at"),
     Index("ix_runs_agent_created", "agent_name", "created_at"),
+    Index("ix_runs_workflow_id", "workflow_id"),
 )
 
 run_events = Table(
@@ -236,4 +240,117 @@ executors = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime, nullable=True),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("submitter", String(200), nullable=False),
+    Column("submitter_key_id", String(40), nullable=False),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("risk", Integer, nullable=False),
+    Column("plan_digest", String(64), nullable=False),
+    Column("traceparent", String(100), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False, default=0),  # bumped on every change (watch)
+    Column("last_seq", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),  # of each step's run
+    UniqueConstraint("submitter", "idempotency_key", name="uq_workflows_submitter_idempotency_key"),
+    Index("ix_workflows_state_deadline", "state", "deadline_at"),
+)
+
+# The plan of each step (pinned at submit) and how it is going.
+workflow_steps = Table(
+    "workflow_steps",
+    metadata,
+    Column("workflow_id", String(40), ForeignKey("workflows.id"), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("gate", Boolean, nullable=False),
+    Column("gate_approvals", Integer, nullable=False, default=0),
+    Column("gate_expires_seconds", Float, nullable=False, default=3600.0),
+    Column("description", Text, nullable=False, default=""),
+    Column("depends_on", JSON, nullable=False),
+    Column("on_failure", String(20), nullable=False),
+    Column("agent_name", String(63), nullable=False, default=""),
+    Column("version", String(64), nullable=False, default=""),
+    Column("capability", String(63), nullable=False, default=""),
+    Column("image", String(512), nullable=False, default=""),
+    Column("entrypoint", JSON, nullable=True),
+    Column("input_schema", JSON, nullable=True),
+    Column("output_schema", JSON, nullable=True),
+    Column("input_template", Text, nullable=False, default="null"),
+    Column("limits", JSON, nullable=True),
+    Column("network", Boolean, nullable=False, default=False),
+    Column("secrets", JSON, nullable=False),
+    Column("risk", Integer, nullable=False, default=0),
+    Column("risk_reasons", JSON, nullable=False),
+    Column("run_id", String(40), nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+
+# The plan's approval (step "") and each gate's, when it opens.
+workflow_approvals = Table(
+    "workflow_approvals",
+    metadata,
+    Column("workflow_id", String(40), ForeignKey("workflows.id"), primary_key=True),
+    Column("step", String(63), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("required", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_workflow_approvals_status_expires", "status", "expires_at"),
+)
+
+workflow_decisions = Table(
+    "workflow_decisions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(40), ForeignKey("workflows.id"), nullable=False),
+    Column("step", String(63), nullable=False),
+    Column("approver", String(200), nullable=False),
+    Column("approver_key_id", String(40), nullable=False),
+    Column("verdict", String(10), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("decided_at", UTCDateTime, nullable=False),
+    # One decision per approver per approval, held by the database.
+    UniqueConstraint("workflow_id", "step", "approver",
+                     name="uq_workflow_decisions_workflow_id_step_approver"),
+)
+
+# Workflow state changes: their history and an outbox beside run_events.
+workflow_events = Table(
+    "workflow_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(40), ForeignKey("workflows.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("previous_state", String(20), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(200), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("traceparent", String(100), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    UniqueConstraint("workflow_id", "seq", name="uq_workflow_events_workflow_id_seq"),
+    Index(
+        "ix_workflow_events_unpublished",
+        "id",
+        postgresql_where=Column("published_at").is_(None),
+        sqlite_where=Column("published_at").is_(None),
+    ),
 )

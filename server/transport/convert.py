@@ -107,6 +107,7 @@ def run_pb(r: Run, *, input_preview: int | None = None) -> run_pb2.Run:
         exit_code=r.exit_code or 0, last_sequence=r.last_seq, cancel_requested=r.cancel_requested,
         cpu_seconds=r.cpu_seconds or 0.0, output_bytes=r.output_bytes or 0,
         log_bytes=r.log_bytes or 0,
+        workflow_id=r.workflow_id or "", workflow_step=r.workflow_step or "",
     )
 
 

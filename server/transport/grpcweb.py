@@ -44,6 +44,7 @@ from airlock.v1 import (
     approval_service_connect,
     registry_service_connect,
     run_service_connect,
+    workflow_service_connect,
 )
 from server.domain.principal import Principal
 from server.logs import REQUEST_ID_HEADER, request_context, request_id_for
@@ -59,6 +60,7 @@ from server.transport.handlers import (
     RegistryHandlers,
     RunHandlers,
     Services,
+    WorkflowHandlers,
 )
 from server.transport.streams import recheck_period, rechecked
 
@@ -355,6 +357,8 @@ class WebApp:
             approval_service_connect.ApprovalServiceASGIApplication(
                 ApprovalHandlers(services), **options),
             admin_service_connect.AdminServiceASGIApplication(AdminHandlers(services), **options),
+            workflow_service_connect.WorkflowServiceASGIApplication(
+                WorkflowHandlers(services), **options),
         ]
         self.services: dict[str, ASGIApp] = {app.path: app for app in apps}
 

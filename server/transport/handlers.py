@@ -17,6 +17,7 @@ from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
+from airlock.v1 import workflow_service_pb2 as wfs
 from server.services.admin import AdminService, CreateKeyRequest, RevokeKeyRequest
 from server.services.approvals import ApprovalService, DecideRequest, ListApprovalsRequest
 from server.services.registry import (
@@ -26,8 +27,10 @@ from server.services.registry import (
     RegistryService,
 )
 from server.services.runs import CancelRequest, ListRunsRequest, RunService, SubmitRequest
+from server.services.workflows import DecideWorkflowRequest, ListWorkflowsRequest, WorkflowService
 from server.telemetry import link_run
 from server.transport import convert as c
+from server.transport import convert_workflows as cw
 from server.transport.context import current_principal
 
 
@@ -37,6 +40,7 @@ class Services:
     runs: RunService
     approvals: ApprovalService
     admin: AdminService
+    workflows: WorkflowService
 
 
 class RegistryHandlers:
@@ -151,6 +155,55 @@ class ApprovalHandlers:
             yield aps.WatchApprovalsResponse(approval=c.approval_pb(v))
 
 
+class WorkflowHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def submit_workflow(self, req: wfs.SubmitWorkflowRequest, ctx: Any = None
+                              ) -> wfs.SubmitWorkflowResponse:
+        from server.telemetry import current_traceparent
+
+        wf, dedup = await self.s.workflows.submit(current_principal(), cw.submit_from_pb(
+            req, current_traceparent()))
+        return wfs.SubmitWorkflowResponse(workflow=cw.workflow_pb(wf), deduplicated=dedup)
+
+    async def get_workflow(self, req: wfs.GetWorkflowRequest, ctx: Any = None
+                           ) -> wfs.GetWorkflowResponse:
+        wf = await self.s.workflows.get(current_principal(), req.workflow_id)
+        return wfs.GetWorkflowResponse(workflow=cw.workflow_pb(wf))
+
+    async def list_workflows(self, req: wfs.ListWorkflowsRequest, ctx: Any = None
+                             ) -> wfs.ListWorkflowsResponse:
+        states = [cw.state_from_pb(f"states[{i}]", s) for i, s in enumerate(req.states)]
+        page = await self.s.workflows.list(current_principal(), ListWorkflowsRequest(
+            page_size=req.page_size, page_token=req.page_token, states=tuple(states)))
+        return wfs.ListWorkflowsResponse(workflows=[cw.workflow_pb(w) for w in page.items],
+                                         next_page_token=page.next_token)
+
+    async def watch_workflow(self, req: wfs.WatchWorkflowRequest, ctx: Any = None
+                             ) -> AsyncIterator[wfs.WatchWorkflowResponse]:
+        async for wf in self.s.workflows.watch(current_principal(), req.workflow_id):
+            yield wfs.WatchWorkflowResponse(workflow=cw.workflow_pb(wf))
+
+    async def cancel_workflow(self, req: wfs.CancelWorkflowRequest, ctx: Any = None
+                              ) -> wfs.CancelWorkflowResponse:
+        wf = await self.s.workflows.cancel(current_principal(), req.workflow_id, req.reason)
+        return wfs.CancelWorkflowResponse(workflow=cw.workflow_pb(wf))
+
+    async def approve_workflow(self, req: wfs.ApproveWorkflowRequest, ctx: Any = None
+                               ) -> wfs.ApproveWorkflowResponse:
+        wf, a = await self.s.workflows.approve(current_principal(), DecideWorkflowRequest(
+            workflow_id=req.workflow_id, step=req.step, reason=req.reason,
+            plan_digest=req.plan_digest))
+        return wfs.ApproveWorkflowResponse(workflow=cw.workflow_pb(wf), approval=cw.approval_pb(a))
+
+    async def reject_workflow(self, req: wfs.RejectWorkflowRequest, ctx: Any = None
+                              ) -> wfs.RejectWorkflowResponse:
+        wf, a = await self.s.workflows.reject(current_principal(), DecideWorkflowRequest(
+            workflow_id=req.workflow_id, step=req.step, reason=req.reason))
+        return wfs.RejectWorkflowResponse(workflow=cw.workflow_pb(wf), approval=cw.approval_pb(a))
+
+
 class AdminHandlers:
     def __init__(self, s: Services) -> None:
         self.s = s
@@ -179,7 +232,7 @@ class AdminHandlers:
 
 # The proto files whose services the control plane serves, over grpc.aio (and reflection and
 # health) and gRPC-Web alike: the one list.
-PROTO_FILES = (reg, rs, aps, adm)
+PROTO_FILES = (reg, rs, aps, adm, wfs)
 SERVICES: tuple[ServiceDescriptor, ...] = tuple(
     svc for f in PROTO_FILES for svc in f.DESCRIPTOR.services_by_name.values())
 
@@ -189,4 +242,5 @@ HANDLERS: dict[str, type] = {
     "airlock.v1.RunService": RunHandlers,
     "airlock.v1.ApprovalService": ApprovalHandlers,
     "airlock.v1.AdminService": AdminHandlers,
+    "airlock.v1.WorkflowService": WorkflowHandlers,
 }

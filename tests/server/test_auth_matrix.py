@@ -14,11 +14,13 @@ from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_pb2 as aps_pb
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import run_service_pb2 as rs
+from airlock.v1 import workflow_service_pb2 as wfs
 from server.domain.principal import PERMISSIONS, Role, Scope
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.api import cancel, register, submit
 from tests.helpers.db import PgTemplates
 from tests.helpers.rpcs import Rpc, all_rpcs, call
+from tests.helpers.workflows import spec, step, submit_workflow
 
 Code = grpc.StatusCode
 RPCS = all_rpcs()
@@ -35,6 +37,8 @@ class Matrix:
     valid: dict[str, dict[str, Any]]
     # role -> run kind ("own", "own_asked", "other", "other_asked") -> a terminal run's id
     runs: dict[Role, dict[str, str]]
+    # role -> the same kinds -> a terminal workflow's id ("asked": its plan asked for approval)
+    workflows: dict[Role, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,9 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
         await cancel(alice, other)
         other_asked = (await submit(alice, "risky")).run.id
         await cancel(alice, other_asked)
+        wf_other = await _cancelled_workflow(alice, "echo")
+        wf_other_asked = await _cancelled_workflow(alice, "risky")
+        workflows: dict[Role, dict[str, str]] = {}
 
         callers: dict[str, tuple[tuple[tuple[str, str], ...], Role | None]] = {}
         runs: dict[Role, dict[str, str]] = {}
@@ -68,6 +75,9 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
                 await cancel(sibling, rid)
             runs[role] = {"own": own, "own_asked": own_asked, "other": other,
                           "other_asked": other_asked}
+            workflows[role] = {"own": await _cancelled_workflow(sibling, "echo"),
+                               "own_asked": await _cancelled_workflow(sibling, "risky"),
+                               "other": wf_other, "other_asked": wf_other_asked}
         revoked = await admin.admin.CreateApiKey(
             adm.CreateApiKeyRequest(owner="gone", role=adm.ROLE_ADMIN), metadata=admin.md
         )
@@ -92,6 +102,7 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
             "RegistryService.GetAgentVersion": {"name": "echo"},
             "RegistryService.ListAgents": {},
             "RunService.ListRuns": {},
+            "WorkflowService.ListWorkflows": {},
             "ApprovalService.ListApprovals": {},
             "ApprovalService.WatchApprovals": {},
             "AdminService.ListApiKeys": {},
@@ -101,10 +112,18 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
         channel = grpc.aio.insecure_channel(plane.address)
         plane.channels.append(channel)
         assert pending
-        yield Matrix(plane, channel, callers, valid, runs)
+        yield Matrix(plane, channel, callers, valid, runs, workflows)
     finally:
         await plane.close()
         pg_templates.drop(url)
+
+
+async def _cancelled_workflow(client: Any, agent: str) -> str:
+    """A one-step workflow of ``agent`` (``risky``: its plan asks for approval), cancelled."""
+    w = (await submit_workflow(client, spec(step("a", agent, "echo", {"text": "x"}))))
+    await client.workflows.CancelWorkflow(wfs.CancelWorkflowRequest(workflow_id=w.workflow.id),
+                                          metadata=client.md)
+    return str(w.workflow.id)
 
 
 def test_permission_table_covers_every_rpc() -> None:
@@ -152,7 +171,14 @@ SCOPED: dict[str, tuple[tuple[str, ...], Code]] = {
     "ApprovalService.GetApproval": (("own_asked", "other_asked"), Code.OK),
     "ApprovalService.Approve": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
     "ApprovalService.Reject": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
+    "WorkflowService.GetWorkflow": (("own", "own_asked", "other", "other_asked"), Code.OK),
+    "WorkflowService.WatchWorkflow": (("own", "own_asked", "other", "other_asked"), Code.OK),
+    "WorkflowService.CancelWorkflow": (("own", "own_asked", "other", "other_asked"),
+                                       Code.FAILED_PRECONDITION),
+    "WorkflowService.ApproveWorkflow": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
+    "WorkflowService.RejectWorkflow": (("own_asked", "other_asked"), Code.FAILED_PRECONDITION),
 }
+UNKNOWN_WORKFLOW = "wf_00000000000000000000000000"
 # What each scope sees, written out independently of the server's code.
 SEES: dict[Scope, frozenset[str]] = {
     Scope.ALL: frozenset({"own", "own_asked", "other", "other_asked"}),
@@ -175,8 +201,9 @@ def test_scope_decisions() -> None:
 
 def _request(op: str, run_id: str) -> Any:
     rpc = next(r for r in RPCS if r.operation == op)
-    fields: dict[str, Any] = {"run_id": run_id}
-    if op == "ApprovalService.Reject":
+    fields: dict[str, Any] = ({"workflow_id": run_id} if op.startswith("WorkflowService.")
+                              else {"run_id": run_id})
+    if op in ("ApprovalService.Reject", "WorkflowService.RejectWorkflow"):
         fields["reason"] = "no"
     return rpc, rpc.request_class(**fields)
 
@@ -189,17 +216,19 @@ async def test_run_scopes(matrix: Matrix, op: str) -> None:
     wrong: list[str] = []
     for role, scope in PERMISSIONS[op].items():
         md, _ = matrix.callers[role.value]
+        wf = op.startswith("WorkflowService.")
         for kind in kinds:
-            run_id = matrix.runs[role][kind]
+            run_id = (matrix.workflows if wf else matrix.runs)[role][kind]
             rpc, request = _request(op, run_id)
             code, details = await call(rpc, matrix.channel, request, metadata=md, deadline=5)
             if kind in SEES[scope]:
                 if code != seen_code:
                     wrong.append(f"{role.value} {kind}: want {seen_code.name}, got {code.name} ({details})")
                 continue
-            rpc, unknown = _request(op, UNKNOWN_RUN)
+            unknown_id = UNKNOWN_WORKFLOW if wf else UNKNOWN_RUN
+            rpc, unknown = _request(op, unknown_id)
             ucode, udetails = await call(rpc, matrix.channel, unknown, metadata=md, deadline=5)
-            if (code, details) != (ucode, udetails.replace(UNKNOWN_RUN, run_id)) or code != Code.NOT_FOUND:
+            if (code, details) != (ucode, udetails.replace(unknown_id, run_id)) or code != Code.NOT_FOUND:
                 wrong.append(f"{role.value} {kind}: want as unknown ({ucode.name}: {udetails}), "
                              f"got {code.name} ({details})")
     assert not wrong, f"{op}:\n" + "\n".join(wrong)
@@ -268,3 +297,16 @@ async def test_database_failure_leaks_nothing(pg_templates: PgTemplates) -> None
     finally:
         await plane.close()
         pg_templates.drop(url)
+
+
+async def test_list_workflows_scopes(matrix: Matrix) -> None:
+    """ListWorkflows lists exactly the workflows in the caller's scope."""
+    stub = wfs.DESCRIPTOR.services_by_name["WorkflowService"]
+    rpc = Rpc(stub, stub.methods_by_name["ListWorkflows"])
+    for role, scope in PERMISSIONS["WorkflowService.ListWorkflows"].items():
+        md, _ = matrix.callers[role.value]
+        resp = await rpc.callable(matrix.channel)(wfs.ListWorkflowsRequest(page_size=200),
+                                                  metadata=md)
+        listed = {w.id for w in resp.workflows}
+        got = {k for k, wid in matrix.workflows[role].items() if wid in listed}
+        assert got == SEES[scope], (role, got)

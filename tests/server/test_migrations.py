@@ -24,6 +24,7 @@ from tests.conftest import manifest_text, start_plane
 from tests.helpers.api import approve, register, reject, submit
 from tests.helpers.db import PG_ADMIN_URL, pg_available
 from tests.helpers.requirements import require
+from tests.helpers.workflows import approve_workflow, spec, step, submit_workflow
 
 APP_TABLES = set(tables.metadata.tables)
 
@@ -96,6 +97,11 @@ async def fill(url: str) -> None:
         await approve(bob, run.id)
         await approve(carol, run.id)
         await reject(bob, (await submit(alice, "crit")).run.id, "no")
+        # A workflow whose plan needs two approvers: every workflow table gets rows, and
+        # its first step's run links to it.
+        w = (await submit_workflow(alice, spec(step("a", "crit", "echo", {"text": "x"})))).workflow
+        await approve_workflow(bob, w.id)
+        await approve_workflow(carol, w.id)
         now = datetime.now(UTC)
         async with plane.cp.store.transaction() as tx:
             await tx.fleet.register(
