@@ -6,6 +6,8 @@ Guarantees, each kept in one place:
   between the ack and the mark re-publishes it, and JetStream drops the repeat when it comes
   within the stream's duplicate window (``Nats-Msg-Id`` = the event id). A consumer may still
   see a repeat after a longer outage; it carries the same event id.
+- workflow events (``workflow_events``, the workflows' outbox) go the same way, in the same
+  batch and stream, per workflow in order (``server.wire.workflow_event_codec``).
 - per-run order: rows are read in id order, and a run's id order is its commit order (every
   transition locks the run row). Within a batch the runs are published concurrently, but each
   run's events one after the other, the next only after the previous one's ack; after a
@@ -37,9 +39,10 @@ from executor.process import open_store
 from executor.settings import RelaySettings
 from server.domain.clock import Clock, utcnow
 from server.domain.models import RunEvent
+from server.domain.workflow_models import WorkflowEvent
 from server.store import Store
 from server.store.notify import RUN_EVENTS
-from server.wire import event_codec
+from server.wire import event_codec, workflow_event_codec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class BatchResult:
     errors: list[BaseException] = field(default_factory=list)
     locked_out: bool = False  # another relay holds the outbox lock
     acked: list[int] = field(default_factory=list)  # row ids, to mark
+    workflow_acked: list[int] = field(default_factory=list)  # workflow_events row ids
 
 
 class _Backoff:
@@ -194,17 +198,22 @@ class Relay:
                 if not await tx.events.try_lock_outbox():
                     return BatchResult(locked_out=True)
                 events = await tx.events.unpublished(limit)
-                result = await self._publish(events)
+                wevents = await tx.workflows.unpublished(limit)
+                result = await self._publish(events, wevents)
                 if result.acked:
                     await tx.events.mark_published(result.acked, self.clock())
+                if result.workflow_acked:
+                    await tx.workflows.mark_published(result.workflow_acked, self.clock())
         else:
             # SQLite: no transaction held while publishing (it would block every writer).
             async with self.store.read() as tx:
                 events = await tx.events.unpublished(limit)
-            result = await self._publish(events)
-            if result.acked:
+                wevents = await tx.workflows.unpublished(limit)
+            result = await self._publish(events, wevents)
+            if result.acked or result.workflow_acked:
                 async with self.store.transaction() as tx:
                     await tx.events.mark_published(result.acked, self.clock())
+                    await tx.workflows.mark_published(result.workflow_acked, self.clock())
         self.published += result.published
         self.duplicates += result.duplicates
         if result.published:
@@ -213,13 +222,35 @@ class Relay:
             metrics_api().events_published.add(result.published)
         return result
 
-    async def _publish(self, events: Sequence[RunEvent]) -> BatchResult:
-        result = BatchResult(read=len(events))
-        if not events:
+    async def _publish(self, events: Sequence[RunEvent],
+                       workflow_events: Sequence[WorkflowEvent] = ()) -> BatchResult:
+        result = BatchResult(read=len(events) + len(workflow_events))
+        if not result.read:
             return result
         chains: dict[str, list[RunEvent]] = {}
         for e in events:  # id order; each run's events stay in order
             chains.setdefault(e.run_id, []).append(e)
+        wchains: dict[str, list[WorkflowEvent]] = {}
+        for w in workflow_events:  # likewise per workflow
+            wchains.setdefault(w.workflow_id, []).append(w)
+
+        async def wchain(evs: list[WorkflowEvent]) -> None:
+            for w in evs:
+                try:
+                    ack = await self.js.publish(
+                        workflow_event_codec.subject(self.settings.nats_subject_prefix, w.name,
+                                                     w.state.value),
+                        workflow_event_codec.encode(w), stream=self.settings.nats_stream,
+                        timeout=self.settings.relay_ack_timeout_seconds,
+                        headers=workflow_event_codec.headers(w))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    result.errors.append(exc)
+                    return  # later events of this workflow wait for this one
+                result.workflow_acked.append(w.id)
+                if getattr(ack, "duplicate", False):
+                    result.duplicates += 1
 
         async def chain(evs: list[RunEvent]) -> None:
             for e in evs:
@@ -234,8 +265,9 @@ class Relay:
                 if getattr(ack, "duplicate", False):
                     result.duplicates += 1
 
-        await asyncio.gather(*(chain(c) for c in chains.values()))
-        result.published = len(result.acked)
+        await asyncio.gather(*(chain(c) for c in chains.values()),
+                             *(wchain(c) for c in wchains.values()))
+        result.published = len(result.acked) + len(result.workflow_acked)
         return result
 
     async def _publish_one(self, e: RunEvent) -> Any:

@@ -28,6 +28,7 @@ from airlock.cli import (
     sandbox_check,
     serve,
     whoami,
+    workflows,
 )
 from airlock.cli._client import DEFAULT_ADDRESS, ENV_ADDRESS, ENV_TLS_CA, ENV_TOKEN
 from airlock.cli._framework import (
@@ -59,6 +60,7 @@ REGISTRARS: list[Callable[[Commands], None]] = [
     whoami.register,
     agents.register,
     runs.register,
+    workflows.register,
     approvals.register,
     executors.register,
     agent.register,  # `airlock agent validate|build|run-local|register`

@@ -179,3 +179,29 @@ class Workflow(_message.Message):
     deadline_time: _timestamp_pb2.Timestamp
     version: int
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., reason: _Optional[str] = ..., submitter: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., plan_digest: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ..., approvals: _Optional[_Iterable[_Union[WorkflowApproval, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class WorkflowEventPayload(_message.Message):
+    __slots__ = ("schema_version", "event_id", "workflow_id", "sequence", "name", "state", "previous_state", "reason", "actor", "create_time", "traceparent")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    event_id: str
+    workflow_id: str
+    sequence: int
+    name: str
+    state: WorkflowState
+    previous_state: WorkflowState
+    reason: str
+    actor: str
+    create_time: _timestamp_pb2.Timestamp
+    traceparent: str
+    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., sequence: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[_Union[WorkflowState, str]] = ..., previous_state: _Optional[_Union[WorkflowState, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...

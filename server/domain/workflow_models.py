@@ -120,3 +120,5 @@ class WorkflowEvent:
     actor: str
     created_at: datetime
     published_at: datetime | None = None
+    name: str = ""  # the workflow's
+    traceparent: str = ""

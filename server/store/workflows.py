@@ -106,7 +106,8 @@ def _event(r: Row[Any]) -> WorkflowEvent:
     return WorkflowEvent(
         id=r.id, workflow_id=r.workflow_id, seq=r.seq, state=WorkflowState(r.state),
         previous_state=WorkflowState(r.previous_state) if r.previous_state else None,
-        reason=r.reason, actor=r.actor, created_at=r.created_at, published_at=r.published_at)
+        reason=r.reason, actor=r.actor, created_at=r.created_at, published_at=r.published_at,
+        name=r.name, traceparent=r.traceparent)
 
 
 class WorkflowRepository(Repository):

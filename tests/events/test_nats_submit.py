@@ -190,3 +190,38 @@ async def test_control_plane_serves_and_watches_with_nats_down(pg_url: str) -> N
         assert [m.event.state for m in [m async for m in call]] == [rp.RUN_STATE_CANCELLED]
     finally:
         await plane.close()
+
+
+async def test_workflow_submit_over_nats_as_over_grpc(world: World) -> None:
+    """<subject>.workflow takes SubmitWorkflowRequests: created (and deduplicated) with the
+    same auth and roles; a cycle is refused naming it, creating nothing."""
+    wf_spec = {"name": "nightly", "steps": [
+        {"name": "a", "agent": "echo", "capability": "echo", "input_json": '{"text": "x"}'},
+        {"name": "b", "agent": "echo", "capability": "echo", "depends_on": ["a"],
+         "input_json": json.dumps({"text": {"$from": "steps.a.output.text"}})}]}
+
+    async def ask(body: dict[str, Any], token: str | None) -> tuple[dict[str, Any], str]:
+        h = {"Authorization": f"Bearer {token}"} if token else None
+        msg = await world.nc.request(world.subject + ".workflow", json.dumps(body).encode(),
+                                     timeout=10, headers=h)
+        return json.loads(msg.data), (msg.headers or {})["Airlock-Status"]
+
+    body, status = await ask({"spec": wf_spec, "idempotency_key": "k1"}, world.alice.token)
+    assert status == "OK", body
+    w = body["workflow"]
+    assert w["state"] == "WORKFLOW_STATE_RUNNING" and w["submitter"] == "alice"
+    assert [s["name"] for s in w["steps"]] == ["a", "b"]
+    again, _ = await ask({"spec": wf_spec, "idempotency_key": "k1"}, world.alice.token)
+    assert again["deduplicated"] is True and again["workflow"]["id"] == w["id"]
+    before = await counts(world.plane.cp.store)
+    cyclic = {**wf_spec, "steps": [{**wf_spec["steps"][0], "depends_on": ["b"]},
+                                   wf_spec["steps"][1]]}
+    body, status = await ask({"spec": cyclic}, world.alice.token)
+    assert status == "INVALID_ARGUMENT"
+    assert body["error"]["message"] in ("spec.steps: the steps form a cycle: a -> b -> a",
+                                        "spec.steps: the steps form a cycle: b -> a -> b")
+    body, status = await ask({"spec": wf_spec}, world.viewer.token)
+    assert status == "PERMISSION_DENIED", body
+    body, status = await ask({"spec": wf_spec}, None)
+    assert status == "UNAUTHENTICATED", body
+    assert await counts(world.plane.cp.store) == before
