@@ -7,7 +7,11 @@
 4. a risky run (url-fetch, network egress: risk high) waits for a human; an approver (not
    the submitter) approves it; it runs and fetches a page served on this host (at one of
    this host's own addresses, which both the jail's and podman's egress reach);
-5. print the results, then stop (or keep running with --keep for the web UI).
+5. a workflow of three sample agents (sample_agents/workflows/page-digest.yaml: fetch the
+   page, count its title's words, sign its SHA-256 with a secret key): its plan (risk high,
+   for the fetch's egress) is approved once by bob, then its steps run in order, each
+   receiving the previous outputs by reference;
+6. print the results, then stop (or keep running with --keep for the web UI).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+AGENTS = ("text-transform", "url-fetch", "text-stats", "signed-digest")
 AIRLOCK = str(Path(sys.executable).parent / "airlock")
 
 
@@ -85,7 +91,10 @@ def main() -> int:
 
     step("starting `airlock dev` (control plane + executor; SQLite; sandbox runtime auto)")
     env = {**os.environ, "AIRLOCK_GRPC_LISTEN": os.environ.get("AIRLOCK_GRPC_LISTEN", "127.0.0.1:0"),
-           "AIRLOCK_HTTP_LISTEN": os.environ.get("AIRLOCK_HTTP_LISTEN", "127.0.0.1:8080")}
+           "AIRLOCK_HTTP_LISTEN": os.environ.get("AIRLOCK_HTTP_LISTEN", "127.0.0.1:8080"),
+           # The signed-digest agent's key, as the executor hands it to the sandbox.
+           "AIRLOCK_SECRET_SIGNING_KEY": os.environ.get("AIRLOCK_SECRET_SIGNING_KEY",
+                                                        "demo-signing-key")}
     dev = subprocess.Popen([AIRLOCK, "dev", "--data-dir", str(data)], env=env, text=True,
                            stdout=subprocess.PIPE)
     assert dev.stdout is not None
@@ -105,11 +114,11 @@ def main() -> int:
     admin = (data / "admin.token").read_text().strip()
     try:
         step("building sample agents on the offline base image")
-        for name in ("text-transform", "url-fetch"):
+        for name in AGENTS:
             airlock("agent", "build", f"sample_agents/{name}", "--base-image",
                     "localhost/airlock/base:bookworm", token=admin, address=address)
         step("registering them (admin)")
-        for name in ("text-transform", "url-fetch"):
+        for name in AGENTS:
             airlock("agent", "register", f"sample_agents/{name}", token=admin, address=address)
         airlock("agents", "list", token=admin, address=address)
 
@@ -135,6 +144,20 @@ def main() -> int:
                 token=bob, address=address)
         airlock("runs", "watch", run_id, token=alice, address=address)
         airlock("runs", "result", run_id, token=alice, address=address)
+
+        step("a workflow: fetch the page, count its title's words, sign its SHA-256")
+        flow = (ROOT / "sample_agents" / "workflows" / "page-digest.yaml").read_text()
+        flow = flow.replace("http://example.com/", f"http://{host_address()}:{port}/")
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(flow)
+        wf_id = airlock("workflows", "submit", f.name, token=alice, address=address, capture=True)
+        os.unlink(f.name)
+        airlock("workflows", "get", wf_id, token=alice, address=address)
+        step("bob approves the plan once (its highest risk: the fetch's egress)")
+        airlock("workflows", "approve", wf_id, "--reason", "our own page; signing is fine",
+                token=bob, address=address)
+        airlock("workflows", "watch", wf_id, token=alice, address=address)
+        airlock("workflows", "get", wf_id, token=alice, address=address)
         step("done")
         if args.keep:
             print(f"airlock dev keeps running (admin token in {data / 'admin.token'}); Ctrl-C stops it")

@@ -10,12 +10,14 @@ import { fleetView } from "./views/fleet";
 import { runView } from "./views/run";
 import { runsView } from "./views/runs";
 import { signInView } from "./views/signin";
+import { workflowsView, workflowView } from "./views/workflows";
 
 const main = document.getElementById("main") as HTMLElement;
 const nav = document.getElementById("nav") as HTMLElement;
 const identity = document.getElementById("identity") as HTMLElement;
 const LINKS: [string, string][] = [
-  ["/approvals", "Approvals"], ["/runs", "Runs"], ["/agents", "Agents"], ["/fleet", "Fleet"],
+  ["/approvals", "Approvals"], ["/workflows", "Workflows"], ["/runs", "Runs"], ["/agents", "Agents"],
+  ["/fleet", "Fleet"],
 ];
 let current: View | null = null;
 
@@ -42,6 +44,8 @@ function route(focus = false): void {
     view = agentsView();
   } else if (parts[0] === "agents" && parts.length === 2) {
     view = agentView(parts[1]);
+  } else if (parts[0] === "workflows" && parts.length <= 2) {
+    view = parts.length === 1 ? workflowsView() : workflowView(parts[1]);
   } else if (parts[0] === "fleet" && parts.length === 1) {
     view = fleetView();
   } else {
