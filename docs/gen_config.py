@@ -117,6 +117,31 @@ with a message naming it, e.g.
 At start-up `airlock serve` logs which policy it loaded (the file, or built-in) and the rule
 for each risk. The file is read once: restart to apply a change.
 
+### Quotas (the `quotas` section)
+
+The same file may hold quotas per owner (the owner of the submitting key: a person, team or
+service). `quotas.default` applies to every owner; `quotas.owners.<owner>` overrides it field
+by field (a field set to `null` lifts that quota for the owner). Every field is optional;
+unset means unlimited:
+
+| Field | Type | Meaning | Frees up |
+| --- | --- | --- | --- |
+| `runs_in_flight` | integer (>= 0) | runs `PENDING_APPROVAL`, `QUEUED` or `RUNNING` at once | when one of them ends |
+| `runs_per_day` | integer (>= 0) | runs submitted per UTC day | at the next UTC midnight |
+| `cpu_seconds_per_day` | number (>= 0) | CPU time of runs that ended in the UTC day (1) | at the next UTC midnight |
+| `max_limits` | mapping: limit name to number | a ceiling on each limit a run may ask for (2) | never (ask for less) |
+
+(1) As the sandboxes measured it; a submit is refused once the total reached the quota (a
+running run is never stopped for it). (2) `memory_mib`, `timeout_seconds`, `pids`, `cpus`,
+`output_kib`, `log_kib`; below the agent's own maximum.
+
+A submit past a quota (gRPC, gRPC-Web, Connect and NATS alike) is `RESOURCE_EXHAUSTED` with a
+message naming the quota, its value and when it frees up, e.g. `quota runs_in_flight of owner
+'team-a' is 20: 20 run(s) not yet ended; frees when one of them ends`. Counting is exact under
+concurrency: an owner's submits take a per-owner lock in their transaction (PostgreSQL; SQLite
+has one writer), so 50 clients racing at the edge never overshoot. `airlock usage` (RPC
+`UsageService.GetUsage`) shows each owner's consumption against its quotas.
+
 An example ([policy.example.yaml](policy.example.yaml); a test loads it):
 
 ```yaml

@@ -18,6 +18,7 @@ from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
 from server.services.registry import RegistryService
 from server.services.runs import RunService
+from server.services.usage import UsageService
 from server.services.workflows import WorkflowService
 from server.settings import ServerSettings
 from server.store import Store, make_engine
@@ -52,6 +53,7 @@ def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
                         max_attempts=settings.max_attempts,
                         watch_poll_seconds=settings.watch_poll_seconds),
         approvals=ApprovalService(store, clock=clock, watch_poll_seconds=settings.watch_poll_seconds),
+        usage=UsageService(store, policy, clock=clock),
         admin=AdminService(store, clock=clock, auth_cache_seconds=settings.auth_cache_seconds,
                            lease_seconds=settings.lease_seconds,
                            executor_retention_seconds=settings.executor_retention_seconds),

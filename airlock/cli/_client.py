@@ -25,6 +25,7 @@ from airlock.v1 import admin_service_pb2_grpc as admin_grpc
 from airlock.v1 import approval_service_pb2_grpc as approval_grpc
 from airlock.v1 import registry_service_pb2_grpc as registry_grpc
 from airlock.v1 import run_service_pb2_grpc as run_grpc
+from airlock.v1 import usage_service_pb2_grpc as usage_grpc
 from airlock.v1 import workflow_service_pb2_grpc as workflow_grpc
 
 __all__ = [
@@ -108,6 +109,7 @@ class ApiClient:
         self.runs = run_grpc.RunServiceStub(self.channel)
         self.approvals = approval_grpc.ApprovalServiceStub(self.channel)
         self.admin = admin_grpc.AdminServiceStub(self.channel)
+        self.usage = usage_grpc.UsageServiceStub(self.channel)
         self.workflows = workflow_grpc.WorkflowServiceStub(self.channel)
 
     async def close(self) -> None:

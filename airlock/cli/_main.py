@@ -27,6 +27,7 @@ from airlock.cli import (
     runs,
     sandbox_check,
     serve,
+    usage,
     whoami,
     workflows,
 )
@@ -63,6 +64,7 @@ REGISTRARS: list[Callable[[Commands], None]] = [
     workflows.register,
     approvals.register,
     executors.register,
+    usage.register,
     agent.register,  # `airlock agent validate|build|run-local|register`
     base_image.register,
 ]

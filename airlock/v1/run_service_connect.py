@@ -59,7 +59,9 @@ class RunService(Protocol):
         version lacks, input not matching the input schema with its JSON path, network or a
         secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
         such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
-        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s, or
+        the run would take its owner past a quota of the policy file: the message names the
+        quota, its value and when it frees up; see UsageService).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -244,7 +246,9 @@ class RunServiceClient(ConnectClient):
         version lacks, input not matching the input schema with its JSON path, network or a
         secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
         such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
-        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s, or
+        the run would take its owner past a quota of the policy file: the message names the
+        quota, its value and when it frees up; see UsageService).
         """
         return await self.execute_unary(
             request=request,
@@ -403,7 +407,9 @@ class RunServiceSync(Protocol):
         version lacks, input not matching the input schema with its JSON path, network or a
         secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
         such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
-        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s, or
+        the run would take its owner past a quota of the policy file: the message names the
+        quota, its value and when it frees up; see UsageService).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -586,7 +592,9 @@ class RunServiceClientSync(ConnectClientSync):
         version lacks, input not matching the input schema with its JSON path, network or a
         secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
         such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
-        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s, or
+        the run would take its owner past a quota of the policy file: the message names the
+        quota, its value and when it frees up; see UsageService).
         """
         return self.execute_unary(
             request=request,

@@ -96,7 +96,9 @@ class RunServiceServicer:
         version lacks, input not matching the input schema with its JSON path, network or a
         secret the manifest does not permit, limits above the version's maximum); NOT_FOUND (no
         such agent or version); FAILED_PRECONDITION (the version is deprecated, or every version
-        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s).
+        is); RESOURCE_EXHAUSTED (checking the input against its schema took more than 2 s, or
+        the run would take its owner past a quota of the policy file: the message names the
+        quota, its value and when it frees up; see UsageService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from agents.limits import Limits
 from agents.manifest import Risk
+from server.domain.quotas import Quotas
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,8 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Maps effective risk to a rule. Missing risks inherit from the next lower one."""
+    """Maps effective risk to a rule (missing risks inherit from the next lower one), and
+    holds the owners' quotas (``server.domain.quotas``, the file's ``quotas`` section)."""
 
     rules: dict[Risk, Rule] = field(
         default_factory=lambda: {
@@ -76,6 +78,7 @@ class Policy:
             Risk.CRITICAL: Rule(2, timedelta(hours=1)),
         }
     )
+    quotas: Quotas = field(default_factory=Quotas)
 
     def rule_for(self, risk: Risk) -> Rule:
         for r in sorted(Risk, reverse=True):
@@ -85,11 +88,15 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Any) -> Policy:
-        """Build from ``{low: {approvals: 0}, high: {approvals: 1, expires_after_seconds: 600}}``."""
+        """Build from ``{low: {approvals: 0}, high: {approvals: 1, expires_after_seconds: 600},
+        quotas: {default: {...}, owners: {team: {...}}}}``."""
         if not isinstance(data, dict):
             raise ValueError("policy: must be a mapping of risk -> rule")
         rules: dict[Risk, Rule] = dict(cls().rules)
+        quotas = Quotas.from_mapping(data.get("quotas"))
         for key, value in data.items():
+            if key == "quotas":
+                continue
             try:
                 risk = Risk.parse(key)
                 rm = RuleModel.model_validate(value or {})
@@ -100,7 +107,7 @@ class Policy:
             except ValueError as e:
                 raise ValueError(f"policy.{key}: {e}") from None
             rules[risk] = Rule(rm.approvals, timedelta(seconds=rm.expires_after_seconds))
-        return cls(rules)
+        return cls(rules, quotas)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:

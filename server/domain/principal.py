@@ -93,6 +93,8 @@ PERMISSIONS: dict[str, dict[Role, Scope]] = {
     "AdminService.RevokeApiKey": _all(A),
     "AdminService.ListExecutors": _EVERYONE,
     "AdminService.WhoAmI": _EVERYONE,
+    # Owners' usage against quotas: auditors see every owner, a submitter its own.
+    "UsageService.GetUsage": {A: ALL, V: ALL, SU: OWN},
 }
 
 

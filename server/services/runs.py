@@ -23,6 +23,7 @@ from server.domain.errors import (
 from server.domain.models import NewRun, Page, Run, RunEvent, RunResult
 from server.domain.policy import Policy, assess
 from server.domain.principal import Principal, Scope, scope_of, sees_run
+from server.domain.quotas import check_limits, check_usage, day_start
 from server.domain.states import RunState
 from server.ids import new_run_id
 from server.services.input_check import check_input_bounded
@@ -133,6 +134,8 @@ class RunService:
             limits, default = resolve_limits(req.limits, m.limits.default, m.limits.max)
         except LimitsRefused as e:
             raise InvalidArgument(f"limits.{e.field}", e.problem) from None
+        quota = self.policy.quotas.for_owner(who.owner)
+        check_limits(who.owner, quota, limits)
         risk = assess(version.risk, network=req.network, secrets=req.secrets, limits=limits,
                       default=default)
         rule = self.policy.rule_for(risk.risk)
@@ -156,6 +159,10 @@ class RunService:
         )
         try:
             async with self.store.transaction() as tx:
+                if quota.counted:  # counted under the owner's lock: concurrent submits queue
+                    await tx.usage.lock_owner(who.owner)
+                    usage = await tx.usage.owner_usage(who.owner, since=day_start(now))
+                    check_usage(quota, usage, now)
                 run = await tx.runs.insert(new, actor=who.owner)
                 if pending:
                     await tx.approvals.open(run.id, required=rule.approvals, now=now,

@@ -2,7 +2,7 @@
 
 Services open transactions (``async with store.transaction() as tx``) or read-only units
 (``store.read()``) and call the repositories on them: ``tx.runs``, ``tx.events`` (the outbox),
-``tx.approvals``, ``tx.registry``, ``tx.keys``, ``tx.fleet``, ``tx.audit``. Nothing above
+``tx.approvals``, ``tx.registry``, ``tx.keys``, ``tx.fleet``, ``tx.audit``, ``tx.usage``. Nothing above
 this package builds SQL, and rows cross as the frozen records of ``server.domain.models``.
 Every run state change goes through ``RunRepository`` (``server/store/runs.py``), which
 checks the state table and writes the run's event (the outbox) in the same transaction.
@@ -37,6 +37,7 @@ from server.store.keys import KeyRepository
 from server.store.notify import Notifier
 from server.store.registry import RegistryRepository
 from server.store.runs import RunRepository
+from server.store.usage import UsageRepository
 from server.store.workflows import WorkflowRepository
 from server.telemetry import RunUsage, metrics_api, run_ended
 
@@ -68,7 +69,8 @@ class Tx(Unit):
     Obtain it from ``Store.transaction()`` or ``Store.read()``.
     """
 
-    __slots__ = ("approvals", "audit", "events", "fleet", "keys", "registry", "runs", "workflows")
+    __slots__ = ("approvals", "audit", "events", "fleet", "keys", "registry", "runs", "usage",
+                 "workflows")
 
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         super().__init__(conn, dialect)
@@ -81,6 +83,7 @@ class Tx(Unit):
         self.audit = AuditRepository(self)
         self.workflows = WorkflowRepository(self, self.runs)
         self.runs.step_ended = self.workflows.step_ended  # advances workflows, same transaction
+        self.usage = UsageRepository(self)
 
 
 @functools.cache

@@ -149,6 +149,10 @@ runs = Table(
     Index("ix_runs_state_created", "state", "created_at"),
     Index("ix_runs_agent_created", "agent_name", "created_at"),
     Index("ix_runs_workflow_id", "workflow_id"),
+    # Quotas: an owner's runs in flight, submitted today, ended today.
+    Index("ix_runs_submitter_state", "submitter", "state"),
+    Index("ix_runs_submitter_created", "submitter", "created_at"),
+    Index("ix_runs_submitter_finished", "submitter", "finished_at"),
 )
 
 run_events = Table(
@@ -227,6 +231,14 @@ audit_log = Table(
     Column("action", String(100), nullable=False),
     Column("target", String(200), nullable=False),
     Column("details", JSON, nullable=False),
+)
+
+# One row per owner that submitted under a quota: the lock its submits take in turn (on
+# PostgreSQL), so counting its runs and inserting the next one is never interleaved.
+quota_owners = Table(
+    "quota_owners",
+    metadata,
+    Column("owner", String(200), primary_key=True),
 )
 
 executors = Table(

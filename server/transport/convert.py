@@ -9,9 +9,11 @@ from agents.limits import Limits
 from agents.manifest import LimitsSpec, Risk
 from airlock.v1 import admin_service_pb2 as admin_pb
 from airlock.v1 import agent_pb2, approval_pb2, run_pb2
+from airlock.v1 import usage_service_pb2 as us
 from server.domain.errors import InvalidArgument
 from server.domain.models import Agent, AgentVersion, ApiKey, ExecutorInfo, Run, RunEvent
 from server.domain.principal import Role
+from server.domain.quotas import OwnerUsage, Quota
 from server.domain.states import RunState
 from server.services.approvals import ApprovalView
 from server.wire.timestamps import ts
@@ -152,3 +154,17 @@ def executor_pb(e: ExecutorInfo, state: str) -> admin_pb.Executor:
 
 def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def owner_usage_pb(u: OwnerUsage, q: Quota) -> us.OwnerUsage:
+    defaults = Limits()
+    ceilings = {n: type(getattr(defaults, n))(v) for n, v in q.max_limits}  # int fields stay int
+    quota = us.OwnerQuota(max_limits=agent_pb2.Limits(**ceilings))
+    if q.runs_in_flight is not None:
+        quota.runs_in_flight = q.runs_in_flight
+    if q.runs_per_day is not None:
+        quota.runs_per_day = q.runs_per_day
+    if q.cpu_seconds_per_day is not None:
+        quota.cpu_seconds_per_day = q.cpu_seconds_per_day
+    return us.OwnerUsage(owner=u.owner, runs_in_flight=u.runs_in_flight, runs_today=u.runs_today,
+                         cpu_seconds_today=u.cpu_seconds_today, quota=quota)

@@ -44,6 +44,7 @@ from airlock.v1 import (
     approval_service_connect,
     registry_service_connect,
     run_service_connect,
+    usage_service_connect,
     workflow_service_connect,
 )
 from server.domain.principal import Principal
@@ -60,6 +61,7 @@ from server.transport.handlers import (
     RegistryHandlers,
     RunHandlers,
     Services,
+    UsageHandlers,
     WorkflowHandlers,
 )
 from server.transport.streams import recheck_period, rechecked
@@ -359,6 +361,7 @@ class WebApp:
             admin_service_connect.AdminServiceASGIApplication(AdminHandlers(services), **options),
             workflow_service_connect.WorkflowServiceASGIApplication(
                 WorkflowHandlers(services), **options),
+            usage_service_connect.UsageServiceASGIApplication(UsageHandlers(services), **options),
         ]
         self.services: dict[str, ASGIApp] = {app.path: app for app in apps}
 

@@ -17,6 +17,7 @@ from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
+from airlock.v1 import usage_service_pb2 as us
 from airlock.v1 import workflow_service_pb2 as wfs
 from server.services.admin import AdminService, CreateKeyRequest, RevokeKeyRequest
 from server.services.approvals import ApprovalService, DecideRequest, ListApprovalsRequest
@@ -27,6 +28,7 @@ from server.services.registry import (
     RegistryService,
 )
 from server.services.runs import CancelRequest, ListRunsRequest, RunService, SubmitRequest
+from server.services.usage import UsageService
 from server.services.workflows import DecideWorkflowRequest, ListWorkflowsRequest, WorkflowService
 from server.telemetry import link_run
 from server.transport import convert as c
@@ -41,6 +43,7 @@ class Services:
     approvals: ApprovalService
     admin: AdminService
     workflows: WorkflowService
+    usage: UsageService
 
 
 class RegistryHandlers:
@@ -230,9 +233,20 @@ class AdminHandlers:
         return adm.WhoAmIResponse(key=c.key_pb(key))
 
 
+class UsageHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def get_usage(self, req: us.GetUsageRequest, ctx: Any = None) -> us.GetUsageResponse:
+        report = await self.s.usage.usage(current_principal(), req.owner)
+        return us.GetUsageResponse(owners=[c.owner_usage_pb(o.usage, o.quota) for o in report.owners],
+                                   day_start_time=c.ts(report.day_start),
+                                   day_end_time=c.ts(report.day_end))
+
+
 # The proto files whose services the control plane serves, over grpc.aio (and reflection and
 # health) and gRPC-Web alike: the one list.
-PROTO_FILES = (reg, rs, aps, adm, wfs)
+PROTO_FILES = (reg, rs, aps, adm, wfs, us)
 SERVICES: tuple[ServiceDescriptor, ...] = tuple(
     svc for f in PROTO_FILES for svc in f.DESCRIPTOR.services_by_name.values())
 
@@ -243,4 +257,5 @@ HANDLERS: dict[str, type] = {
     "airlock.v1.ApprovalService": ApprovalHandlers,
     "airlock.v1.AdminService": AdminHandlers,
     "airlock.v1.WorkflowService": WorkflowHandlers,
+    "airlock.v1.UsageService": UsageHandlers,
 }

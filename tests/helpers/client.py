@@ -10,6 +10,7 @@ from airlock.v1 import admin_service_pb2_grpc as admg
 from airlock.v1 import approval_service_pb2_grpc as apsg
 from airlock.v1 import registry_service_pb2_grpc as regg
 from airlock.v1 import run_service_pb2_grpc as rsg
+from airlock.v1 import usage_service_pb2_grpc as usg
 from airlock.v1 import workflow_service_pb2_grpc as wfsg
 
 
@@ -25,6 +26,7 @@ class Client:
         self.approvals = apsg.ApprovalServiceStub(self.channel)
         self.admin = admg.AdminServiceStub(self.channel)
         self.workflows = wfsg.WorkflowServiceStub(self.channel)
+        self.usage = usg.UsageServiceStub(self.channel)
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:

@@ -11,6 +11,7 @@ from airlock.v1 import admin_service_connect as admc
 from airlock.v1 import approval_service_connect as apsc
 from airlock.v1 import registry_service_connect as regc
 from airlock.v1 import run_service_connect as rsc
+from airlock.v1 import usage_service_connect as usc
 
 
 @dataclass
@@ -28,7 +29,8 @@ class WebClient:
         self.runs = rsc.RunServiceClient(self.base_url, **opts)
         self.approvals = apsc.ApprovalServiceClient(self.base_url, **opts)
         self.admin = admc.AdminServiceClient(self.base_url, **opts)
-        self._clients = [self.registry, self.runs, self.approvals, self.admin]
+        self.usage = usc.UsageServiceClient(self.base_url, **opts)
+        self._clients = [self.registry, self.runs, self.approvals, self.admin, self.usage]
 
     @property
     def headers(self) -> dict[str, str]:

@@ -108,6 +108,7 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
             "AdminService.ListApiKeys": {},
             "AdminService.ListExecutors": {},
             "AdminService.WhoAmI": {},
+            "UsageService.GetUsage": {},
         }
         channel = grpc.aio.insecure_channel(plane.address)
         plane.channels.append(channel)
