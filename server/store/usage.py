@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from server.domain.quotas import OwnerUsage
 from server.domain.states import RunState
@@ -30,10 +30,11 @@ class UsageRepository(Repository):
 
     async def lock_owner(self, owner: str) -> None:
         """Hold ``owner``'s quota lock until the transaction ends (see the module docstring)."""
-        if not self._unit.pg:
-            return
         q = t.quota_owners
-        stmt = postgresql.insert(q).values(owner=owner)
+        insert = postgresql.insert if self._unit.pg else sqlite.insert
+        stmt = insert(q).values(owner=owner)
+        # The same upsert on SQLite, where the writer lock already serialises: the table lists
+        # the owners that submitted under a quota on both dialects.
         await self._conn.execute(stmt.on_conflict_do_update(index_elements=[q.c.owner],
                                                            set_={"owner": stmt.excluded.owner}))
 

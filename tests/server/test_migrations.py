@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, inspect, select
 
 from server.domain.models import ExecutorInfo
+from server.domain.policy import Policy
 from server.store import tables
 from server.store.engine import sync_url
 from server.store.migrate import alembic_config, downgrade, upgrade
-from tests.conftest import manifest_text, start_plane
+from tests.conftest import manifest_text, start_plane, test_policy
 from tests.helpers.api import approve, register, reject, submit
 from tests.helpers.db import PG_ADMIN_URL, pg_available
 from tests.helpers.requirements import require
@@ -84,7 +86,9 @@ def current_revision(url: str) -> str | None:
 
 async def fill(url: str) -> None:
     """Put rows in every table through the real services (and the executor registry)."""
-    plane = await start_plane(url)
+    # A quota makes submits take the owner's lock row (quota_owners).
+    quotas = Policy.from_mapping({"quotas": {"default": {"runs_in_flight": 100}}}).quotas
+    plane = await start_plane(url, policy=replace(test_policy(), quotas=quotas))
     try:
         admin = plane.admin
         await register(admin, manifest_text("echo"))
