@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .usage_service_pb2 import GetUsageRequest, GetUsageResponse
+from .usage_service_pb2 import GetAnalyticsRequest, GetAnalyticsResponse, GetUsageRequest, GetUsageResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -59,6 +59,16 @@ class UsageService(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    async def get_analytics(self, request: GetAnalyticsRequest, ctx: RequestContext[GetAnalyticsRequest, GetAnalyticsResponse], /) -> GetAnalyticsResponse:
+        """
+        Aggregates over the runs submitted in [start_time, end_time): counts by state, wall-time
+        and queue-wait percentiles, CPU and memory by agent and by owner, and runs per time bucket
+        by state. Served by the database (one indexed scan of the range on PostgreSQL).
+        Roles: admin, viewer. INVALID_ARGUMENT naming the field: end_time not after start_time, a
+        range longer than 366 days, bucket_seconds negative or making more than 1000 buckets.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
 
 class UsageServiceASGIApplication(ConnectASGIApplication[UsageService]):
     def __init__(
@@ -83,6 +93,17 @@ class UsageServiceASGIApplication(ConnectASGIApplication[UsageService]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.get_usage,
+                ),
+                "/airlock.v1.UsageService/GetAnalytics": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetAnalytics",
+                        service_name="airlock.v1.UsageService",
+                        input=GetAnalyticsRequest,
+                        output=GetAnalyticsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_analytics,
                 ),
             },
             interceptors=interceptors,
@@ -160,6 +181,33 @@ class UsageServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def get_analytics(
+        self,
+        request: GetAnalyticsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetAnalyticsResponse:
+        """
+        Aggregates over the runs submitted in [start_time, end_time): counts by state, wall-time
+        and queue-wait percentiles, CPU and memory by agent and by owner, and runs per time bucket
+        by state. Served by the database (one indexed scan of the range on PostgreSQL).
+        Roles: admin, viewer. INVALID_ARGUMENT naming the field: end_time not after start_time, a
+        range longer than 366 days, bucket_seconds negative or making more than 1000 buckets.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetAnalytics",
+                service_name="airlock.v1.UsageService",
+                input=GetAnalyticsRequest,
+                output=GetAnalyticsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class UsageServiceSync(Protocol):
     """
@@ -180,6 +228,16 @@ class UsageServiceSync(Protocol):
         today or ended today, by name.
         Roles: admin, viewer (every owner); submitter (its own owner only, whatever `owner` says).
         INVALID_ARGUMENT: `owner` longer than 200 characters.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_analytics(self, request: GetAnalyticsRequest, ctx: RequestContext[GetAnalyticsRequest, GetAnalyticsResponse], /) -> GetAnalyticsResponse:
+        """
+        Aggregates over the runs submitted in [start_time, end_time): counts by state, wall-time
+        and queue-wait percentiles, CPU and memory by agent and by owner, and runs per time bucket
+        by state. Served by the database (one indexed scan of the range on PostgreSQL).
+        Roles: admin, viewer. INVALID_ARGUMENT naming the field: end_time not after start_time, a
+        range longer than 366 days, bucket_seconds negative or making more than 1000 buckets.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -205,6 +263,17 @@ class UsageServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.get_usage,
+                ),
+                "/airlock.v1.UsageService/GetAnalytics": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetAnalytics",
+                        service_name="airlock.v1.UsageService",
+                        input=GetAnalyticsRequest,
+                        output=GetAnalyticsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_analytics,
                 ),
             },
             interceptors=interceptors,
@@ -276,6 +345,33 @@ class UsageServiceClientSync(ConnectClientSync):
                 service_name="airlock.v1.UsageService",
                 input=GetUsageRequest,
                 output=GetUsageResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_analytics(
+        self,
+        request: GetAnalyticsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetAnalyticsResponse:
+        """
+        Aggregates over the runs submitted in [start_time, end_time): counts by state, wall-time
+        and queue-wait percentiles, CPU and memory by agent and by owner, and runs per time bucket
+        by state. Served by the database (one indexed scan of the range on PostgreSQL).
+        Roles: admin, viewer. INVALID_ARGUMENT naming the field: end_time not after start_time, a
+        range longer than 366 days, bucket_seconds negative or making more than 1000 buckets.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetAnalytics",
+                service_name="airlock.v1.UsageService",
+                input=GetAnalyticsRequest,
+                output=GetAnalyticsResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),

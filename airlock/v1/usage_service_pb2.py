@@ -23,24 +23,37 @@ _sym_db = _symbol_database.Default()
 
 
 from airlock.v1 import agent_pb2 as airlock_dot_v1_dot_agent__pb2
+from airlock.v1 import run_pb2 as airlock_dot_v1_dot_run__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61irlock/v1/usage_service.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x0fGetUsageRequest\x12\r\n\x05owner\x18\x01 \x01(\t\"\xca\x01\n\nOwnerQuota\x12\x1b\n\x0eruns_in_flight\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x19\n\x0cruns_per_day\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13\x63pu_seconds_per_day\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12&\n\nmax_limits\x18\x04 \x01(\x0b\x32\x12.airlock.v1.LimitsB\x11\n\x0f_runs_in_flightB\x0f\n\r_runs_per_dayB\x16\n\x14_cpu_seconds_per_day\"\x89\x01\n\nOwnerUsage\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x16\n\x0eruns_in_flight\x18\x02 \x01(\x03\x12\x12\n\nruns_today\x18\x03 \x01(\x03\x12\x19\n\x11\x63pu_seconds_today\x18\x04 \x01(\x01\x12%\n\x05quota\x18\x05 \x01(\x0b\x32\x16.airlock.v1.OwnerQuota\"\xa0\x01\n\x10GetUsageResponse\x12&\n\x06owners\x18\x01 \x03(\x0b\x32\x16.airlock.v1.OwnerUsage\x12\x32\n\x0e\x64\x61y_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61y_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2U\n\x0cUsageService\x12\x45\n\x08GetUsage\x12\x1b.airlock.v1.GetUsageRequest\x1a\x1c.airlock.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61irlock/v1/usage_service.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\x1a\x14\x61irlock/v1/run.proto\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x0fGetUsageRequest\x12\r\n\x05owner\x18\x01 \x01(\t\"\xca\x01\n\nOwnerQuota\x12\x1b\n\x0eruns_in_flight\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x19\n\x0cruns_per_day\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13\x63pu_seconds_per_day\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12&\n\nmax_limits\x18\x04 \x01(\x0b\x32\x12.airlock.v1.LimitsB\x11\n\x0f_runs_in_flightB\x0f\n\r_runs_per_dayB\x16\n\x14_cpu_seconds_per_day\"\x89\x01\n\nOwnerUsage\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x16\n\x0eruns_in_flight\x18\x02 \x01(\x03\x12\x12\n\nruns_today\x18\x03 \x01(\x03\x12\x19\n\x11\x63pu_seconds_today\x18\x04 \x01(\x01\x12%\n\x05quota\x18\x05 \x01(\x0b\x32\x16.airlock.v1.OwnerQuota\"\xa0\x01\n\x10GetUsageResponse\x12&\n\x06owners\x18\x01 \x03(\x0b\x32\x16.airlock.v1.OwnerUsage\x12\x32\n\x0e\x64\x61y_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61y_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8b\x01\n\x13GetAnalyticsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62ucket_seconds\x18\x03 \x01(\x05\"u\n\x0bPercentiles\x12\x10\n\x03p50\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03p90\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03p95\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03p99\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_p50B\x06\n\x04_p90B\x06\n\x04_p95B\x06\n\x04_p99\"?\n\nStateCount\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.airlock.v1.RunState\x12\x0c\n\x04runs\x18\x02 \x01(\x03\"\xbb\x01\n\nGroupUsage\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04runs\x18\x02 \x01(\x03\x12\x13\n\x0b\x63pu_seconds\x18\x03 \x01(\x01\x12\x14\n\x0cwall_seconds\x18\x04 \x01(\x01\x12\x1d\n\x15peak_memory_max_bytes\x18\x05 \x01(\x03\x12\x1d\n\x15peak_memory_avg_bytes\x18\x06 \x01(\x01\x12)\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x17.airlock.v1.Percentiles\"p\n\x0bSeriesPoint\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.airlock.v1.RunState\x12\x0c\n\x04runs\x18\x03 \x01(\x03\"\x9f\x03\n\x14GetAnalyticsResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62ucket_seconds\x18\x03 \x01(\x05\x12\x12\n\ntotal_runs\x18\x04 \x01(\x03\x12(\n\x08\x62y_state\x18\x05 \x03(\x0b\x32\x16.airlock.v1.StateCount\x12)\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x17.airlock.v1.Percentiles\x12+\n\nqueue_wait\x18\x07 \x01(\x0b\x32\x17.airlock.v1.Percentiles\x12(\n\x08\x62y_agent\x18\x08 \x03(\x0b\x32\x16.airlock.v1.GroupUsage\x12(\n\x08\x62y_owner\x18\t \x03(\x0b\x32\x16.airlock.v1.GroupUsage\x12\'\n\x06series\x18\n \x03(\x0b\x32\x17.airlock.v1.SeriesPoint2\xa8\x01\n\x0cUsageService\x12\x45\n\x08GetUsage\x12\x1b.airlock.v1.GetUsageRequest\x1a\x1c.airlock.v1.GetUsageResponse\x12Q\n\x0cGetAnalytics\x12\x1f.airlock.v1.GetAnalyticsRequest\x1a .airlock.v1.GetAnalyticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.usage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETUSAGEREQUEST']._serialized_start=103
-  _globals['_GETUSAGEREQUEST']._serialized_end=135
-  _globals['_OWNERQUOTA']._serialized_start=138
-  _globals['_OWNERQUOTA']._serialized_end=340
-  _globals['_OWNERUSAGE']._serialized_start=343
-  _globals['_OWNERUSAGE']._serialized_end=480
-  _globals['_GETUSAGERESPONSE']._serialized_start=483
-  _globals['_GETUSAGERESPONSE']._serialized_end=643
-  _globals['_USAGESERVICE']._serialized_start=645
-  _globals['_USAGESERVICE']._serialized_end=730
+  _globals['_GETUSAGEREQUEST']._serialized_start=125
+  _globals['_GETUSAGEREQUEST']._serialized_end=157
+  _globals['_OWNERQUOTA']._serialized_start=160
+  _globals['_OWNERQUOTA']._serialized_end=362
+  _globals['_OWNERUSAGE']._serialized_start=365
+  _globals['_OWNERUSAGE']._serialized_end=502
+  _globals['_GETUSAGERESPONSE']._serialized_start=505
+  _globals['_GETUSAGERESPONSE']._serialized_end=665
+  _globals['_GETANALYTICSREQUEST']._serialized_start=668
+  _globals['_GETANALYTICSREQUEST']._serialized_end=807
+  _globals['_PERCENTILES']._serialized_start=809
+  _globals['_PERCENTILES']._serialized_end=926
+  _globals['_STATECOUNT']._serialized_start=928
+  _globals['_STATECOUNT']._serialized_end=991
+  _globals['_GROUPUSAGE']._serialized_start=994
+  _globals['_GROUPUSAGE']._serialized_end=1181
+  _globals['_SERIESPOINT']._serialized_start=1183
+  _globals['_SERIESPOINT']._serialized_end=1295
+  _globals['_GETANALYTICSRESPONSE']._serialized_start=1298
+  _globals['_GETANALYTICSRESPONSE']._serialized_end=1713
+  _globals['_USAGESERVICE']._serialized_start=1716
+  _globals['_USAGESERVICE']._serialized_end=1884
 # @@protoc_insertion_point(module_scope)

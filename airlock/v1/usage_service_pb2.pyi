@@ -1,6 +1,7 @@
 import datetime
 
 from airlock.v1 import agent_pb2 as _agent_pb2
+from airlock.v1 import run_pb2 as _run_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -51,3 +52,85 @@ class GetUsageResponse(_message.Message):
     day_start_time: _timestamp_pb2.Timestamp
     day_end_time: _timestamp_pb2.Timestamp
     def __init__(self, owners: _Optional[_Iterable[_Union[OwnerUsage, _Mapping]]] = ..., day_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., day_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetAnalyticsRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "bucket_seconds")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bucket_seconds: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_seconds: _Optional[int] = ...) -> None: ...
+
+class Percentiles(_message.Message):
+    __slots__ = ("p50", "p90", "p95", "p99")
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P90_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    def __init__(self, p50: _Optional[float] = ..., p90: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "runs")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    state: _run_pb2.RunState
+    runs: int
+    def __init__(self, state: _Optional[_Union[_run_pb2.RunState, str]] = ..., runs: _Optional[int] = ...) -> None: ...
+
+class GroupUsage(_message.Message):
+    __slots__ = ("key", "runs", "cpu_seconds", "wall_seconds", "peak_memory_max_bytes", "peak_memory_avg_bytes", "duration")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_AVG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    runs: int
+    cpu_seconds: float
+    wall_seconds: float
+    peak_memory_max_bytes: int
+    peak_memory_avg_bytes: float
+    duration: Percentiles
+    def __init__(self, key: _Optional[str] = ..., runs: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., peak_memory_max_bytes: _Optional[int] = ..., peak_memory_avg_bytes: _Optional[float] = ..., duration: _Optional[_Union[Percentiles, _Mapping]] = ...) -> None: ...
+
+class SeriesPoint(_message.Message):
+    __slots__ = ("start_time", "state", "runs")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    state: _run_pb2.RunState
+    runs: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[_run_pb2.RunState, str]] = ..., runs: _Optional[int] = ...) -> None: ...
+
+class GetAnalyticsResponse(_message.Message):
+    __slots__ = ("start_time", "end_time", "bucket_seconds", "total_runs", "by_state", "duration", "queue_wait", "by_agent", "by_owner", "series")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RUNS_FIELD_NUMBER: _ClassVar[int]
+    BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_FIELD_NUMBER: _ClassVar[int]
+    BY_AGENT_FIELD_NUMBER: _ClassVar[int]
+    BY_OWNER_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bucket_seconds: int
+    total_runs: int
+    by_state: _containers.RepeatedCompositeFieldContainer[StateCount]
+    duration: Percentiles
+    queue_wait: Percentiles
+    by_agent: _containers.RepeatedCompositeFieldContainer[GroupUsage]
+    by_owner: _containers.RepeatedCompositeFieldContainer[GroupUsage]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesPoint]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_seconds: _Optional[int] = ..., total_runs: _Optional[int] = ..., by_state: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., duration: _Optional[_Union[Percentiles, _Mapping]] = ..., queue_wait: _Optional[_Union[Percentiles, _Mapping]] = ..., by_agent: _Optional[_Iterable[_Union[GroupUsage, _Mapping]]] = ..., by_owner: _Optional[_Iterable[_Union[GroupUsage, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[SeriesPoint, _Mapping]]] = ...) -> None: ...

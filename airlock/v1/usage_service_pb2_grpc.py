@@ -48,6 +48,11 @@ class UsageServiceStub:
                 request_serializer=airlock_dot_v1_dot_usage__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=airlock_dot_v1_dot_usage__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetAnalytics = channel.unary_unary(
+                '/airlock.v1.UsageService/GetAnalytics',
+                request_serializer=airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsRequest.SerializeToString,
+                response_deserializer=airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -73,6 +78,17 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAnalytics(self, request, context):
+        """Aggregates over the runs submitted in [start_time, end_time): counts by state, wall-time
+        and queue-wait percentiles, CPU and memory by agent and by owner, and runs per time bucket
+        by state. Served by the database (one indexed scan of the range on PostgreSQL).
+        Roles: admin, viewer. INVALID_ARGUMENT naming the field: end_time not after start_time, a
+        range longer than 366 days, bucket_seconds negative or making more than 1000 buckets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +96,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=airlock_dot_v1_dot_usage__service__pb2.GetUsageRequest.FromString,
                     response_serializer=airlock_dot_v1_dot_usage__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnalytics,
+                    request_deserializer=airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsRequest.FromString,
+                    response_serializer=airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,6 +139,33 @@ class UsageService:
             '/airlock.v1.UsageService/GetUsage',
             airlock_dot_v1_dot_usage__service__pb2.GetUsageRequest.SerializeToString,
             airlock_dot_v1_dot_usage__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/airlock.v1.UsageService/GetAnalytics',
+            airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsRequest.SerializeToString,
+            airlock_dot_v1_dot_usage__service__pb2.GetAnalyticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,7 @@ PERMISSIONS: dict[str, dict[Role, Scope]] = {
     "AdminService.WhoAmI": _EVERYONE,
     # Owners' usage against quotas: auditors see every owner, a submitter its own.
     "UsageService.GetUsage": {A: ALL, V: ALL, SU: OWN},
+    "UsageService.GetAnalytics": _all(A, V),
 }
 
 

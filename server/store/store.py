@@ -2,10 +2,11 @@
 
 Services open transactions (``async with store.transaction() as tx``) or read-only units
 (``store.read()``) and call the repositories on them: ``tx.runs``, ``tx.events`` (the outbox),
-``tx.approvals``, ``tx.registry``, ``tx.keys``, ``tx.fleet``, ``tx.audit``, ``tx.usage``. Nothing above
-this package builds SQL, and rows cross as the frozen records of ``server.domain.models``.
-Every run state change goes through ``RunRepository`` (``server/store/runs.py``), which
-checks the state table and writes the run's event (the outbox) in the same transaction.
+``tx.approvals``, ``tx.registry``, ``tx.keys``, ``tx.fleet``, ``tx.audit``, ``tx.usage``,
+``tx.analytics``. Nothing above this package builds SQL, and rows cross as the frozen
+records of ``server.domain.models``. Every run state change goes through ``RunRepository``
+(``server/store/runs.py``), which checks the state table and writes the run's event (the
+outbox) in the same transaction.
 
 The units of work are the one place where a database that cannot be reached (connection
 refused or timed out, connection dropped) becomes the domain's ``DatabaseUnavailable``:
@@ -28,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.errors import DatabaseUnavailable
+from server.store.analytics import AnalyticsRepository
 from server.store.approvals import ApprovalRepository
 from server.store.audit import AuditRepository
 from server.store.base import Unit
@@ -69,8 +71,8 @@ class Tx(Unit):
     Obtain it from ``Store.transaction()`` or ``Store.read()``.
     """
 
-    __slots__ = ("approvals", "audit", "events", "fleet", "keys", "registry", "runs", "usage",
-                 "workflows")
+    __slots__ = ("analytics", "approvals", "audit", "events", "fleet", "keys", "registry", "runs",
+                 "usage", "workflows")
 
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         super().__init__(conn, dialect)
@@ -84,6 +86,7 @@ class Tx(Unit):
         self.workflows = WorkflowRepository(self, self.runs)
         self.runs.step_ended = self.workflows.step_ended  # advances workflows, same transaction
         self.usage = UsageRepository(self)
+        self.analytics = AnalyticsRepository(self)
 
 
 @functools.cache

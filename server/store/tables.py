@@ -153,6 +153,11 @@ runs = Table(
     Index("ix_runs_submitter_state", "submitter", "state"),
     Index("ix_runs_submitter_created", "submitter", "created_at"),
     Index("ix_runs_submitter_finished", "submitter", "finished_at"),
+    # Analytics: the runs submitted in a range, with the columns they aggregate (PostgreSQL
+    # reads the index alone).
+    Index("ix_runs_created_usage", "created_at",
+          postgresql_include=["state", "agent_name", "submitter", "cpu_seconds",
+                              "duration_seconds", "peak_memory_bytes", "started_at"]),
 )
 
 run_events = Table(

@@ -10,6 +10,7 @@ from agents.manifest import LimitsSpec, Risk
 from airlock.v1 import admin_service_pb2 as admin_pb
 from airlock.v1 import agent_pb2, approval_pb2, run_pb2
 from airlock.v1 import usage_service_pb2 as us
+from server.domain.analytics import Analytics, GroupStats, Percentiles
 from server.domain.errors import InvalidArgument
 from server.domain.models import Agent, AgentVersion, ApiKey, ExecutorInfo, Run, RunEvent
 from server.domain.principal import Role
@@ -168,3 +169,28 @@ def owner_usage_pb(u: OwnerUsage, q: Quota) -> us.OwnerUsage:
         quota.cpu_seconds_per_day = q.cpu_seconds_per_day
     return us.OwnerUsage(owner=u.owner, runs_in_flight=u.runs_in_flight, runs_today=u.runs_today,
                          cpu_seconds_today=u.cpu_seconds_today, quota=quota)
+
+
+def percentiles_pb(p: Percentiles) -> us.Percentiles:
+    return us.Percentiles(**{k: v for k, v in (("p50", p.p50), ("p90", p.p90), ("p95", p.p95),
+                                               ("p99", p.p99)) if v is not None})
+
+
+def group_usage_pb(g: GroupStats) -> us.GroupUsage:
+    return us.GroupUsage(key=g.key, runs=g.runs, cpu_seconds=g.cpu_seconds,
+                         wall_seconds=g.wall_seconds, peak_memory_max_bytes=g.peak_memory_max or 0,
+                         peak_memory_avg_bytes=g.peak_memory_avg or 0.0,
+                         duration=percentiles_pb(g.duration))
+
+
+def analytics_pb(a: Analytics) -> us.GetAnalyticsResponse:
+    return us.GetAnalyticsResponse(
+        start_time=ts(a.start), end_time=ts(a.end), bucket_seconds=a.bucket_seconds,
+        total_runs=a.total,
+        by_state=[us.StateCount(state=state_pb(RunState(s)), runs=n)
+                  for s, n in sorted(a.by_state.items())],
+        duration=percentiles_pb(a.duration), queue_wait=percentiles_pb(a.queue_wait),
+        by_agent=[group_usage_pb(g) for g in a.by_agent],
+        by_owner=[group_usage_pb(g) for g in a.by_owner],
+        series=[us.SeriesPoint(start_time=ts(p.start), state=state_pb(RunState(p.state)),
+                               runs=p.runs) for p in a.series])

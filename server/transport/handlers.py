@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -28,7 +29,7 @@ from server.services.registry import (
     RegistryService,
 )
 from server.services.runs import CancelRequest, ListRunsRequest, RunService, SubmitRequest
-from server.services.usage import UsageService
+from server.services.usage import AnalyticsRequest, UsageService
 from server.services.workflows import DecideWorkflowRequest, ListWorkflowsRequest, WorkflowService
 from server.telemetry import link_run
 from server.transport import convert as c
@@ -242,6 +243,14 @@ class UsageHandlers:
         return us.GetUsageResponse(owners=[c.owner_usage_pb(o.usage, o.quota) for o in report.owners],
                                    day_start_time=c.ts(report.day_start),
                                    day_end_time=c.ts(report.day_end))
+
+    async def get_analytics(self, req: us.GetAnalyticsRequest, ctx: Any = None
+                            ) -> us.GetAnalyticsResponse:
+        a = await self.s.usage.analytics(AnalyticsRequest(
+            start=req.start_time.ToDatetime(UTC) if req.HasField("start_time") else None,
+            end=req.end_time.ToDatetime(UTC) if req.HasField("end_time") else None,
+            bucket_seconds=req.bucket_seconds))
+        return c.analytics_pb(a)
 
 
 # The proto files whose services the control plane serves, over grpc.aio (and reflection and

@@ -82,3 +82,33 @@ def test_events_quick_measures_idle_and_under_run_load() -> None:
     assert loaded["executor_events"] == 2 * loaded["sandbox_runs"], loaded
     assert doc["drain"]["complete"] and doc["drain"]["duplicates"] == 0, doc["drain"]
     assert set(doc["targets"]) == {"p99_le_50ms", "drain_ge_1000_per_s"}
+
+
+def test_analytics_quick_measures_with_and_without_the_index() -> None:
+    """bench/analytics.py --quick: seeds a scratch database, measures GetAnalytics with and
+    without its index, drops the database, ends with its JSON line."""
+    import psycopg
+
+    from tests.helpers.db import PG_ADMIN_URL
+
+    require("PostgreSQL", pg_available())
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "analytics.py"), "--quick"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) > 3, "expected a table before the JSON line"
+    doc = json.loads(lines[-1])
+    assert doc["benchmark"] == "analytics" and doc["runs"] == 20_000
+    for setting in ("with_index", "without_index"):
+        for label in ("24h", "7d"):
+            cell = doc[setting][label]
+            assert cell["calls"] == 10 and 0 < cell["p50_ms"] <= cell["p95_ms"] <= cell["max_ms"]
+    # 20,000 runs evenly over 100 days: 200 a day, the same runs with and without the index
+    assert doc["with_index"]["24h"]["runs_in_range"] == doc["without_index"]["24h"]["runs_in_range"]
+    assert 190 <= doc["with_index"]["24h"]["runs_in_range"] <= 210
+    assert set(doc["targets"]) == {"p95_24h_le_200ms"}
+    assert doc["all_targets_met"] == all(doc["targets"].values())
+    assert doc["scratch_database"].startswith("airlock_bench_analytics_")
+    with psycopg.connect(PG_ADMIN_URL) as c:  # the scratch database is gone
+        assert not c.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                             (doc["scratch_database"],)).fetchall()

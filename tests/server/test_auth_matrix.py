@@ -109,6 +109,7 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
             "AdminService.ListExecutors": {},
             "AdminService.WhoAmI": {},
             "UsageService.GetUsage": {},
+            "UsageService.GetAnalytics": {},
         }
         channel = grpc.aio.insecure_channel(plane.address)
         plane.channels.append(channel)
