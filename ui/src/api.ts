@@ -4,6 +4,7 @@ import { AdminService } from "./gen/airlock/v1/admin_service_pb";
 import { ApprovalService } from "./gen/airlock/v1/approval_service_pb";
 import { RegistryService } from "./gen/airlock/v1/registry_service_pb";
 import { RunService } from "./gen/airlock/v1/run_service_pb";
+import { UsageService } from "./gen/airlock/v1/usage_service_pb";
 import { WorkflowService } from "./gen/airlock/v1/workflow_service_pb";
 import { session } from "./session";
 
@@ -24,6 +25,7 @@ export const admin = createClient(AdminService, transport);
 export const approvals = createClient(ApprovalService, transport);
 export const registry = createClient(RegistryService, transport);
 export const runs = createClient(RunService, transport);
+export const usage = createClient(UsageService, transport);
 export const workflows = createClient(WorkflowService, transport);
 
 export { Code, ConnectError };

@@ -2,6 +2,7 @@ import "./style.css";
 import { admin, describe, code, Code, setUnauthenticatedHandler } from "./api";
 import { h, replace } from "./dom";
 import { roleName } from "./format";
+import { Role } from "./gen/airlock/v1/admin_service_pb";
 import { session } from "./session";
 import type { View } from "./view";
 import { agentsView, agentView } from "./views/agents";
@@ -17,8 +18,10 @@ const nav = document.getElementById("nav") as HTMLElement;
 const identity = document.getElementById("identity") as HTMLElement;
 const LINKS: [string, string][] = [
   ["/approvals", "Approvals"], ["/workflows", "Workflows"], ["/runs", "Runs"], ["/agents", "Agents"],
-  ["/fleet", "Fleet"],
+  ["/fleet", "Fleet"], ["/overview", "Overview"],
 ];
+// Screens only some roles may use (the server refuses the others anyway).
+const ROLES_OF: Record<string, Role[]> = { "/overview": [Role.ADMIN, Role.VIEWER] };
 let current: View | null = null;
 
 function mount(view: View, focus: boolean): void {
@@ -48,6 +51,8 @@ function route(focus = false): void {
     view = parts.length === 1 ? workflowsView() : workflowView(parts[1]);
   } else if (parts[0] === "fleet" && parts.length === 1) {
     view = fleetView();
+  } else if (parts[0] === "overview" && parts.length === 1) {
+    view = lazyView("Overview", () => import("./views/overview").then((m) => m.overviewView()));
   } else {
     view = {
       title: "Not found", dispose() {},
@@ -61,6 +66,19 @@ function route(focus = false): void {
     else a.removeAttribute("aria-current");
   }
   mount(view, focus);
+}
+
+/** A view whose code (and its libraries: the charts) loads when it is first opened. */
+function lazyView(title: string, load: () => Promise<View>): View {
+  const el = h("div", { class: "page" }, h("p", { class: "muted", role: "status" }, "Loading…"));
+  let inner: View | null = null;
+  let gone = false;
+  void load().then((v) => {
+    if (gone) { v.dispose(); return; }
+    inner = v;
+    replace(el, v.el);
+  });
+  return { title, el, dispose: () => { gone = true; inner?.dispose(); } };
 }
 
 function navigate(url: string): void {
@@ -86,7 +104,8 @@ function showChrome(signedIn: boolean): void {
     return;
   }
   if (!nav.childElementCount) {
-    replace(nav, h("ul", null, LINKS.map(([href, text]) => h("li", null, h("a", { href }, text)))));
+    const mine = LINKS.filter(([href]) => !ROLES_OF[href] || ROLES_OF[href].includes(me.role));
+    replace(nav, h("ul", null, mine.map(([href, text]) => h("li", null, h("a", { href }, text)))));
   }
   replace(identity,
     h("span", { id: "whoami" }, `${me.owner} · ${roleName(me.role)}`),
