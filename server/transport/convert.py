@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, cast
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.limits import Limits
 from agents.manifest import LimitsSpec, Risk
@@ -194,3 +197,12 @@ def analytics_pb(a: Analytics) -> us.GetAnalyticsResponse:
         by_owner=[group_usage_pb(g) for g in a.by_owner],
         series=[us.SeriesPoint(start_time=ts(p.start), state=state_pb(RunState(p.state)),
                                runs=p.runs) for p in a.series])
+
+
+def time_from_pb(field: str, stamp: Timestamp) -> datetime:
+    """A request's timestamp as an aware UTC datetime; INVALID_ARGUMENT naming ``field`` when
+    it is outside what a timestamp may hold (years 1 to 9999, nanos below a second)."""
+    try:
+        return stamp.ToDatetime(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999)") from None

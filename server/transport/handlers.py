@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 from google.protobuf.descriptor import ServiceDescriptor
@@ -247,8 +246,8 @@ class UsageHandlers:
     async def get_analytics(self, req: us.GetAnalyticsRequest, ctx: Any = None
                             ) -> us.GetAnalyticsResponse:
         a = await self.s.usage.analytics(AnalyticsRequest(
-            start=req.start_time.ToDatetime(UTC) if req.HasField("start_time") else None,
-            end=req.end_time.ToDatetime(UTC) if req.HasField("end_time") else None,
+            start=c.time_from_pb("start_time", req.start_time) if req.HasField("start_time") else None,
+            end=c.time_from_pb("end_time", req.end_time) if req.HasField("end_time") else None,
             bucket_seconds=req.bucket_seconds))
         return c.analytics_pb(a)
 
