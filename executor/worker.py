@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from executor.runtime.base import RunSpec, SandboxRuntime
 from executor.secrets import MissingSecret, SecretSource
 from executor.settings import ExecutorSettings
 from server.domain.clock import Clock, utcnow
+from server.domain.digests import action_digest
 from server.domain.models import AttemptResult, ExecutorInfo, Run
 from server.domain.states import RunState
 from server.logs import run_context
@@ -41,6 +42,8 @@ from server.telemetry import (
 
 log = logging.getLogger(__name__)
 
+# The error code of a run the executor refused because its action is not the approved one.
+ACTION_REFUSED = "ACTION_DIGEST_MISMATCH"
 # After the grace period, how long stopped runs may take to record their re-queue.
 RUN_STOP_SECONDS = 10.0
 
@@ -52,6 +55,7 @@ class _Active:
     task: asyncio.Task[None] | None = None
     shutdown: bool = False  # cancelled because the executor is stopping (re-queue, not CANCELLED)
     finishing: bool = False  # the outcome is being recorded: the lease is released on purpose
+    refusal: dict[str, str] | None = None  # why the run was refused (the audit record's details)
     leased_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock (traces)
 
 
@@ -214,6 +218,17 @@ class Executor:
                 log.warning("run %s: cannot start: %s", run.id, e)
                 await self._finish(a, Outcome(state=RunState.FAILED, reason=str(e)))
                 return
+            spec = RunSpec(
+                run_id=run.id, attempt=run.attempt, image=run.image,
+                capability=run.capability, input_json=run.input_json,
+                limits=run.limits, entrypoint=run.entrypoint, network=run.network,
+                secrets=secrets, executor_id=self.id)
+            refusal = await self._check_action(run, spec)
+            if refusal is not None:
+                a.refusal = refusal
+                await self._finish(a, Outcome(state=RunState.FAILED, reason=refusal["reason"],
+                                              error_code=ACTION_REFUSED))
+                return
             # Lease -> launch is the sandbox start latency; the container gets the
             # sandbox span's context as TRACEPARENT.
             launched = datetime.now(UTC)
@@ -225,12 +240,8 @@ class Executor:
                                                      "airlock.runtime": self.runtime.name,
                                                      "airlock.image": run.image}) as sandbox:
                 traceparent = traceparent_of(sandbox) or run.traceparent
-                spec = RunSpec(
-                    run_id=run.id, attempt=run.attempt, image=run.image,
-                    capability=run.capability, input_json=run.input_json,
-                    limits=run.limits, entrypoint=run.entrypoint, network=run.network,
-                    secrets=secrets, executor_id=self.id,
-                    env={"TRACEPARENT": traceparent} if traceparent else {})
+                if traceparent:
+                    spec = replace(spec, env={"TRACEPARENT": traceparent})
                 log.info("run %s: attempt %d starting on %s (%s@%s %s, timeout %gs, memory %d MiB)",
                          run.id, run.attempt, self.id, run.agent, run.version, run.capability,
                          run.limits.timeout_seconds, run.limits.memory_mib)
@@ -249,6 +260,39 @@ class Executor:
             self.active.pop(run.id, None)
             self.executed += 1
             self._slot_freed.set()
+
+    async def _check_action(self, run: Run, spec: RunSpec) -> dict[str, str] | None:
+        """None if what ``spec`` will run is what was approved; else why not (a refusal).
+
+        The digest is recomputed from the spec the sandbox gets (image, capability, input,
+        limits, network, secret names) and compared with the digest stored at submit, the
+        one the chained submit event attests, and the one every approval was given for: a
+        database edit after approval (of the input, the image, a limit) changes it.
+        """
+        found = action_digest(agent=run.agent, version=run.version, image=spec.image,
+                              capability=spec.capability, input_json=spec.input_json,
+                              limits=spec.limits, network=spec.network,
+                              secrets=spec.secrets.keys(), entrypoint=spec.entrypoint)
+        async with self.store.read() as tx:
+            first = await tx.events.since(run.id, 1, limit=1)
+            approval = await tx.approvals.get(run.id)
+        approved = {"submitted": run.action_digest,
+                    "attested at submit": first[0].attest.get("action_digest", "") if first else ""}
+        if approval is not None:
+            approvers = [d for d in approval.decisions if d.verdict == "approve"]
+            if approval.status != "approved" or len(approvers) < approval.required:
+                approved["approval"] = "(no approval quorum on record)"
+            for d in approvers:
+                approved[f"approved by {d.approver}"] = d.action_digest
+        differs = {k: v for k, v in approved.items() if v != found}
+        if not differs:
+            return None
+        what, expected = next(iter(differs.items()))
+        reason = (f"refused: the action to run (sha256:{found}) is not the approved one "
+                  f"({what}: sha256:{expected}); the run was changed after it was approved")
+        log.error("run %s: REFUSED to run: action digest sha256:%s differs from %s", run.id,
+                  found, ", ".join(f"{k} sha256:{v}" for k, v in differs.items()))
+        return {"reason": reason, "found": found, **{k: v for k, v in approved.items()}}
 
     async def _finish(self, a: _Active, outcome: Outcome) -> None:
         """Record the outcome, as the span "airlock.run.complete"."""
@@ -276,6 +320,9 @@ class Executor:
                 if target is RunState.CANCELLED and current.cancel_requested:
                     reason = "cancelled on request"
             result = _attempt_result(outcome, error_message="" if outcome.succeeded else reason)
+            if a.refusal is not None:
+                await tx.audit.record(actor=self.id, action="run.refused", target=run.id, now=now,
+                                      details=a.refusal, run=current)
             if target is RunState.QUEUED:
                 await tx.runs.requeue(current, reason=reason, actor=self.id, now=now,
                                       result=result)

@@ -16,6 +16,7 @@ from server.domain.states import RunState
 from server.services import page_tokens
 from server.services.admin import AdminService
 from server.services.approvals import ApprovalService
+from server.services.audit import AuditService
 from server.services.registry import RegistryService
 from server.services.runs import RunService
 from server.services.usage import UsageService
@@ -61,6 +62,7 @@ def build_services(store: Store, settings: ServerSettings, policy: Policy, *,
                                   max_input_bytes=settings.max_input_bytes,
                                   max_attempts=settings.max_attempts,
                                   watch_poll_seconds=settings.watch_poll_seconds),
+        audit=AuditService(store, clock=clock),
     )
 
 

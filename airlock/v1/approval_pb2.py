@@ -27,19 +27,19 @@ from airlock.v1 import run_pb2 as airlock_dot_v1_dot_run__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61irlock/v1/approval.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\x1a\x14\x61irlock/v1/run.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x08\x44\x65\x63ision\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.Verdict\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe3\x02\n\x08\x41pproval\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.airlock.v1.ApprovalStatus\x12\x1e\n\x04risk\x18\x03 \x01(\x0e\x32\x10.airlock.v1.Risk\x12\x14\n\x0crisk_reasons\x18\x04 \x03(\t\x12\x10\n\x08required\x18\x05 \x01(\x05\x12\x11\n\tapprovals\x18\x06 \x01(\x05\x12\'\n\tdecisions\x18\x07 \x03(\x0b\x32\x14.airlock.v1.Decision\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03run\x18\n \x01(\x0b\x32\x0f.airlock.v1.Run\x12\x17\n\x0finput_truncated\x18\x0b \x01(\x08*\xc6\x01\n\x0e\x41pprovalStatus\x12\x1f\n\x1b\x41PPROVAL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41PPROVAL_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x41PPROVAL_STATUS_APPROVED\x10\x02\x12\x1c\n\x18\x41PPROVAL_STATUS_REJECTED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATUS_EXPIRED\x10\x04\x12\x1d\n\x19\x41PPROVAL_STATUS_CANCELLED\x10\x05*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x12\n\x0eVERDICT_REJECT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61irlock/v1/approval.proto\x12\nairlock.v1\x1a\x16\x61irlock/v1/agent.proto\x1a\x14\x61irlock/v1/run.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x08\x44\x65\x63ision\x12\x10\n\x08\x61pprover\x18\x01 \x01(\t\x12$\n\x07verdict\x18\x02 \x01(\x0e\x32\x13.airlock.v1.Verdict\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\raction_digest\x18\x32 \x01(\t\"\xfa\x02\n\x08\x41pproval\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.airlock.v1.ApprovalStatus\x12\x1e\n\x04risk\x18\x03 \x01(\x0e\x32\x10.airlock.v1.Risk\x12\x14\n\x0crisk_reasons\x18\x04 \x03(\t\x12\x10\n\x08required\x18\x05 \x01(\x05\x12\x11\n\tapprovals\x18\x06 \x01(\x05\x12\'\n\tdecisions\x18\x07 \x03(\x0b\x32\x14.airlock.v1.Decision\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03run\x18\n \x01(\x0b\x32\x0f.airlock.v1.Run\x12\x17\n\x0finput_truncated\x18\x0b \x01(\x08\x12\x15\n\raction_digest\x18\x32 \x01(\t*\xc6\x01\n\x0e\x41pprovalStatus\x12\x1f\n\x1b\x41PPROVAL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41PPROVAL_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x41PPROVAL_STATUS_APPROVED\x10\x02\x12\x1c\n\x18\x41PPROVAL_STATUS_REJECTED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATUS_EXPIRED\x10\x04\x12\x1d\n\x19\x41PPROVAL_STATUS_CANCELLED\x10\x05*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x12\n\x0eVERDICT_REJECT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.approval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPROVALSTATUS']._serialized_start=613
-  _globals['_APPROVALSTATUS']._serialized_end=811
-  _globals['_VERDICT']._serialized_start=813
-  _globals['_VERDICT']._serialized_end=888
+  _globals['_APPROVALSTATUS']._serialized_start=659
+  _globals['_APPROVALSTATUS']._serialized_end=857
+  _globals['_VERDICT']._serialized_start=859
+  _globals['_VERDICT']._serialized_end=934
   _globals['_DECISION']._serialized_start=121
-  _globals['_DECISION']._serialized_end=252
-  _globals['_APPROVAL']._serialized_start=255
-  _globals['_APPROVAL']._serialized_end=610
+  _globals['_DECISION']._serialized_end=275
+  _globals['_APPROVAL']._serialized_start=278
+  _globals['_APPROVAL']._serialized_end=656
 # @@protoc_insertion_point(module_scope)

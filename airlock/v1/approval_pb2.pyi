@@ -37,19 +37,21 @@ VERDICT_APPROVE: Verdict
 VERDICT_REJECT: Verdict
 
 class Decision(_message.Message):
-    __slots__ = ("approver", "verdict", "reason", "decide_time")
+    __slots__ = ("approver", "verdict", "reason", "decide_time", "action_digest")
     APPROVER_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
     approver: str
     verdict: Verdict
     reason: str
     decide_time: _timestamp_pb2.Timestamp
-    def __init__(self, approver: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    action_digest: str
+    def __init__(self, approver: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_digest: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ("run_id", "status", "risk", "risk_reasons", "required", "approvals", "decisions", "create_time", "expire_time", "run", "input_truncated")
+    __slots__ = ("run_id", "status", "risk", "risk_reasons", "required", "approvals", "decisions", "create_time", "expire_time", "run", "input_truncated", "action_digest")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RISK_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class Approval(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     INPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: ApprovalStatus
     risk: _agent_pb2.Risk
@@ -72,4 +75,5 @@ class Approval(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     run: _run_pb2.Run
     input_truncated: bool
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., required: _Optional[int] = ..., approvals: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., input_truncated: _Optional[bool] = ...) -> None: ...
+    action_digest: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., required: _Optional[int] = ..., approvals: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., input_truncated: _Optional[bool] = ..., action_digest: _Optional[str] = ...) -> None: ...

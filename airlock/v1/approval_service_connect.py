@@ -66,7 +66,8 @@ class ApprovalService(Protocol):
         Records the caller's approval; the run is queued once enough distinct owners approved.
         Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
         self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
-        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        longer pending (decided, expired, cancelled), or action_digest is given and is not the
+        run's. NOT_FOUND: no such run or no approval.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -260,7 +261,8 @@ class ApprovalServiceClient(ConnectClient):
         Records the caller's approval; the run is queued once enough distinct owners approved.
         Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
         self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
-        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        longer pending (decided, expired, cancelled), or action_digest is given and is not the
+        run's. NOT_FOUND: no such run or no approval.
         """
         return await self.execute_unary(
             request=request,
@@ -354,7 +356,8 @@ class ApprovalServiceSync(Protocol):
         Records the caller's approval; the run is queued once enough distinct owners approved.
         Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
         self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
-        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        longer pending (decided, expired, cancelled), or action_digest is given and is not the
+        run's. NOT_FOUND: no such run or no approval.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -546,7 +549,8 @@ class ApprovalServiceClientSync(ConnectClientSync):
         Records the caller's approval; the run is queued once enough distinct owners approved.
         Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
         self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
-        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        longer pending (decided, expired, cancelled), or action_digest is given and is not the
+        run's. NOT_FOUND: no such run or no approval.
         """
         return self.execute_unary(
             request=request,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from airlock.v1 import approval_pb2 as airlock_dot_v1_dot_approval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airlock/v1/approval_service.proto\x12\nairlock.v1\x1a\x19\x61irlock/v1/approval.proto\"\x84\x01\n\x14ListApprovalsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x08statuses\x18\x03 \x03(\x0e\x32\x1a.airlock.v1.ApprovalStatus\x12\x17\n\x0f\x61\x63tionable_only\x18\x04 \x01(\x08\"Y\n\x15ListApprovalsResponse\x12\'\n\tapprovals\x18\x01 \x03(\x0b\x32\x14.airlock.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x12GetApprovalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\x13GetApprovalResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"0\n\x0e\x41pproveRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x0f\x41pproveResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"/\n\rRejectRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x0eRejectResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"\x17\n\x15WatchApprovalsRequest\"@\n\x16WatchApprovalsResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval2\x97\x03\n\x0f\x41pprovalService\x12T\n\rListApprovals\x12 .airlock.v1.ListApprovalsRequest\x1a!.airlock.v1.ListApprovalsResponse\x12N\n\x0bGetApproval\x12\x1e.airlock.v1.GetApprovalRequest\x1a\x1f.airlock.v1.GetApprovalResponse\x12\x42\n\x07\x41pprove\x12\x1a.airlock.v1.ApproveRequest\x1a\x1b.airlock.v1.ApproveResponse\x12?\n\x06Reject\x12\x19.airlock.v1.RejectRequest\x1a\x1a.airlock.v1.RejectResponse\x12Y\n\x0eWatchApprovals\x12!.airlock.v1.WatchApprovalsRequest\x1a\".airlock.v1.WatchApprovalsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!airlock/v1/approval_service.proto\x12\nairlock.v1\x1a\x19\x61irlock/v1/approval.proto\"\x84\x01\n\x14ListApprovalsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x08statuses\x18\x03 \x03(\x0e\x32\x1a.airlock.v1.ApprovalStatus\x12\x17\n\x0f\x61\x63tionable_only\x18\x04 \x01(\x08\"Y\n\x15ListApprovalsResponse\x12\'\n\tapprovals\x18\x01 \x03(\x0b\x32\x14.airlock.v1.Approval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x12GetApprovalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"=\n\x13GetApprovalResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"G\n\x0e\x41pproveRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x15\n\raction_digest\x18\x32 \x01(\t\"9\n\x0f\x41pproveResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"/\n\rRejectRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x0eRejectResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval\"\x17\n\x15WatchApprovalsRequest\"@\n\x16WatchApprovalsResponse\x12&\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x14.airlock.v1.Approval2\x97\x03\n\x0f\x41pprovalService\x12T\n\rListApprovals\x12 .airlock.v1.ListApprovalsRequest\x1a!.airlock.v1.ListApprovalsResponse\x12N\n\x0bGetApproval\x12\x1e.airlock.v1.GetApprovalRequest\x1a\x1f.airlock.v1.GetApprovalResponse\x12\x42\n\x07\x41pprove\x12\x1a.airlock.v1.ApproveRequest\x1a\x1b.airlock.v1.ApproveResponse\x12?\n\x06Reject\x12\x19.airlock.v1.RejectRequest\x1a\x1a.airlock.v1.RejectResponse\x12Y\n\x0eWatchApprovals\x12!.airlock.v1.WatchApprovalsRequest\x1a\".airlock.v1.WatchApprovalsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAPPROVALRESPONSE']._serialized_start=340
   _globals['_GETAPPROVALRESPONSE']._serialized_end=401
   _globals['_APPROVEREQUEST']._serialized_start=403
-  _globals['_APPROVEREQUEST']._serialized_end=451
-  _globals['_APPROVERESPONSE']._serialized_start=453
-  _globals['_APPROVERESPONSE']._serialized_end=510
-  _globals['_REJECTREQUEST']._serialized_start=512
-  _globals['_REJECTREQUEST']._serialized_end=559
-  _globals['_REJECTRESPONSE']._serialized_start=561
-  _globals['_REJECTRESPONSE']._serialized_end=617
-  _globals['_WATCHAPPROVALSREQUEST']._serialized_start=619
-  _globals['_WATCHAPPROVALSREQUEST']._serialized_end=642
-  _globals['_WATCHAPPROVALSRESPONSE']._serialized_start=644
-  _globals['_WATCHAPPROVALSRESPONSE']._serialized_end=708
-  _globals['_APPROVALSERVICE']._serialized_start=711
-  _globals['_APPROVALSERVICE']._serialized_end=1118
+  _globals['_APPROVEREQUEST']._serialized_end=474
+  _globals['_APPROVERESPONSE']._serialized_start=476
+  _globals['_APPROVERESPONSE']._serialized_end=533
+  _globals['_REJECTREQUEST']._serialized_start=535
+  _globals['_REJECTREQUEST']._serialized_end=582
+  _globals['_REJECTRESPONSE']._serialized_start=584
+  _globals['_REJECTRESPONSE']._serialized_end=640
+  _globals['_WATCHAPPROVALSREQUEST']._serialized_start=642
+  _globals['_WATCHAPPROVALSREQUEST']._serialized_end=665
+  _globals['_WATCHAPPROVALSRESPONSE']._serialized_start=667
+  _globals['_WATCHAPPROVALSRESPONSE']._serialized_end=731
+  _globals['_APPROVALSERVICE']._serialized_start=734
+  _globals['_APPROVALSERVICE']._serialized_end=1141
 # @@protoc_insertion_point(module_scope)

@@ -40,12 +40,14 @@ class GetApprovalResponse(_message.Message):
     def __init__(self, approval: _Optional[_Union[_approval_pb2.Approval, _Mapping]] = ...) -> None: ...
 
 class ApproveRequest(_message.Message):
-    __slots__ = ("run_id", "reason")
+    __slots__ = ("run_id", "reason", "action_digest")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     reason: str
-    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    action_digest: str
+    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ..., action_digest: _Optional[str] = ...) -> None: ...
 
 class ApproveResponse(_message.Message):
     __slots__ = ("approval",)

@@ -98,7 +98,8 @@ class ApprovalServiceServicer:
         """Records the caller's approval; the run is queued once enough distinct owners approved.
         Roles: approver, admin. PERMISSION_DENIED: the caller's owner submitted the run (no
         self-approval). FAILED_PRECONDITION: this owner already decided, or the approval is no
-        longer pending (decided, expired, cancelled). NOT_FOUND: no such run or no approval.
+        longer pending (decided, expired, cancelled), or action_digest is given and is not the
+        run's. NOT_FOUND: no such run or no approval.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

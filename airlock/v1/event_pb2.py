@@ -26,7 +26,7 @@ from airlock.v1 import run_pb2 as airlock_dot_v1_dot_run__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61irlock/v1/event.proto\x12\nairlock.v1\x1a\x14\x61irlock/v1/run.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x02\n\x0fRunEventPayload\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x12\n\ncapability\x18\x07 \x01(\t\x12#\n\x05state\x18\x08 \x01(\x0e\x32\x14.airlock.v1.RunState\x12,\n\x0eprevious_state\x18\t \x01(\x0e\x32\x14.airlock.v1.RunState\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x0e \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61irlock/v1/event.proto\x12\nairlock.v1\x1a\x14\x61irlock/v1/run.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x03\n\x0fRunEventPayload\x12\x16\n\x0eschema_version\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x12\n\ncapability\x18\x07 \x01(\t\x12#\n\x05state\x18\x08 \x01(\x0e\x32\x14.airlock.v1.RunState\x12,\n\x0eprevious_state\x18\t \x01(\x0e\x32\x14.airlock.v1.RunState\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x0e \x01(\t\x12\x16\n\x0e\x63hain_sequence\x18\x32 \x01(\x05\x12\x11\n\tprev_hash\x18\x33 \x01(\t\x12\x0c\n\x04hash\x18\x34 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'airlock.v1.event_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNEVENTPAYLOAD']._serialized_start=94
-  _globals['_RUNEVENTPAYLOAD']._serialized_end=440
+  _globals['_RUNEVENTPAYLOAD']._serialized_end=497
 # @@protoc_insertion_point(module_scope)

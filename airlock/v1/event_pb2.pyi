@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunEventPayload(_message.Message):
-    __slots__ = ("schema_version", "event_id", "run_id", "sequence", "agent", "version", "capability", "state", "previous_state", "attempt", "reason", "actor", "create_time", "traceparent")
+    __slots__ = ("schema_version", "event_id", "run_id", "sequence", "agent", "version", "capability", "state", "previous_state", "attempt", "reason", "actor", "create_time", "traceparent", "chain_sequence", "prev_hash", "hash")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,9 @@ class RunEventPayload(_message.Message):
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     event_id: str
     run_id: str
@@ -39,4 +42,7 @@ class RunEventPayload(_message.Message):
     actor: str
     create_time: _timestamp_pb2.Timestamp
     traceparent: str
-    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[_run_pb2.RunState, str]] = ..., previous_state: _Optional[_Union[_run_pb2.RunState, str]] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    chain_sequence: int
+    prev_hash: str
+    hash: str
+    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[_run_pb2.RunState, str]] = ..., previous_state: _Optional[_Union[_run_pb2.RunState, str]] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ..., chain_sequence: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...

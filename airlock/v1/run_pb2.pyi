@@ -37,7 +37,7 @@ RUN_STATE_REJECTED: RunState
 RUN_STATE_EXPIRED: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "agent", "version", "capability", "state", "reason", "effective_risk", "risk_reasons", "submitter", "idempotency_key", "network", "secrets", "limits", "attempt", "input_json", "create_time", "update_time", "start_time", "finish_time", "executor_id", "peak_memory_bytes", "duration_seconds", "exit_code", "last_sequence", "cancel_requested", "cpu_seconds", "output_bytes", "log_bytes", "workflow_id", "workflow_step")
+    __slots__ = ("id", "agent", "version", "capability", "state", "reason", "effective_risk", "risk_reasons", "submitter", "idempotency_key", "network", "secrets", "limits", "attempt", "input_json", "create_time", "update_time", "start_time", "finish_time", "executor_id", "peak_memory_bytes", "duration_seconds", "exit_code", "last_sequence", "cancel_requested", "cpu_seconds", "output_bytes", "log_bytes", "workflow_id", "workflow_step", "input_sha256", "output_sha256", "logs_sha256", "action_digest", "chain_sequence", "chain_head")
     ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,12 @@ class Run(_message.Message):
     LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_STEP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LOGS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_HEAD_FIELD_NUMBER: _ClassVar[int]
     id: str
     agent: str
     version: str
@@ -98,10 +104,16 @@ class Run(_message.Message):
     log_bytes: int
     workflow_id: str
     workflow_step: str
-    def __init__(self, id: _Optional[str] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., effective_risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., submitter: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., network: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_agent_pb2.Limits, _Mapping]] = ..., attempt: _Optional[int] = ..., input_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., executor_id: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., exit_code: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., output_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_step: _Optional[str] = ...) -> None: ...
+    input_sha256: str
+    output_sha256: str
+    logs_sha256: str
+    action_digest: str
+    chain_sequence: int
+    chain_head: str
+    def __init__(self, id: _Optional[str] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., effective_risk: _Optional[_Union[_agent_pb2.Risk, str]] = ..., risk_reasons: _Optional[_Iterable[str]] = ..., submitter: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., network: _Optional[bool] = ..., secrets: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[_agent_pb2.Limits, _Mapping]] = ..., attempt: _Optional[int] = ..., input_json: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., executor_id: _Optional[str] = ..., peak_memory_bytes: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., exit_code: _Optional[int] = ..., last_sequence: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., cpu_seconds: _Optional[float] = ..., output_bytes: _Optional[int] = ..., log_bytes: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_step: _Optional[str] = ..., input_sha256: _Optional[str] = ..., output_sha256: _Optional[str] = ..., logs_sha256: _Optional[str] = ..., action_digest: _Optional[str] = ..., chain_sequence: _Optional[int] = ..., chain_head: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("id", "run_id", "sequence", "state", "previous_state", "reason", "attempt", "actor", "create_time", "agent", "version", "capability")
+    __slots__ = ("id", "run_id", "sequence", "state", "previous_state", "reason", "attempt", "actor", "create_time", "agent", "version", "capability", "chain_sequence", "prev_hash", "hash")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +126,9 @@ class RunEvent(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
     id: str
     run_id: str
     sequence: int
@@ -126,4 +141,7 @@ class RunEvent(_message.Message):
     agent: str
     version: str
     capability: str
-    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., previous_state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ..., actor: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
+    chain_sequence: int
+    prev_hash: str
+    hash: str
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., previous_state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ..., attempt: _Optional[int] = ..., actor: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent: _Optional[str] = ..., version: _Optional[str] = ..., capability: _Optional[str] = ..., chain_sequence: _Optional[int] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...

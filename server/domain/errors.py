@@ -121,6 +121,14 @@ class ApprovalClosed(FailedPrecondition):
         self.status = status
 
 
+class ActionDigestMismatch(FailedPrecondition):
+    """Raised when a decision names an action digest other than the run's."""
+
+    def __init__(self, run_id: str, given: str, actual: str) -> None:
+        super().__init__(f"run {run_id!r} has action digest sha256:{actual}, not the "
+                         f"sha256:{given} this decision was given for")
+
+
 class KeyNotFound(NotFound):
     """Raised when an API key id is unknown."""
 

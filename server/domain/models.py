@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -85,6 +85,13 @@ class Run:
     log_bytes: int | None = None
     workflow_id: str | None = None  # the workflow this run is a step of
     workflow_step: str | None = None
+    # Digests (hex SHA-256, ``server.domain.digests``) and the head of the run's hash chain.
+    input_sha256: str = ""
+    action_digest: str = ""
+    output_sha256: str = ""
+    logs_sha256: str = ""
+    chain_seq: int = 0
+    chain_head: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,8 @@ class NewRun:
     created_at: datetime
     workflow_id: str | None = None
     workflow_step: str | None = None
+    input_sha256: str = ""  # both filled by the store (RunRepository.insert)
+    action_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +172,11 @@ class RunEvent:
     traceparent: str
     created_at: datetime
     published_at: datetime | None = None
+    # Digests this change attests; the record's place in its run's hash chain.
+    attest: dict[str, str] = field(default_factory=dict)
+    chain_seq: int = 0
+    prev_hash: str = ""
+    hash: str = ""
 
     @property
     def event_id(self) -> str:
@@ -176,6 +190,8 @@ class Decision:
     verdict: str  # "approve" | "reject"
     reason: str
     decided_at: datetime
+    action_digest: str = ""  # of the run it was given for
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +230,10 @@ class AuditEntry:
     action: str
     target: str
     details: dict[str, Any]
+    chain: str = "audit"  # "run:<run id>" or "audit"
+    chain_seq: int = 0
+    prev_hash: str = ""
+    hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

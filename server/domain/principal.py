@@ -96,6 +96,9 @@ PERMISSIONS: dict[str, dict[Role, Scope]] = {
     # Owners' usage against quotas: auditors see every owner, a submitter its own.
     "UsageService.GetUsage": {A: ALL, V: ALL, SU: OWN},
     "UsageService.GetAnalytics": _all(A, V),
+    # The audit trail is every run's history: the auditors' (admin, viewer), like every run.
+    "AuditService.ListAuditRecords": _all(A, V),
+    "AuditService.VerifyAuditTrail": _all(A, V),
 }
 
 

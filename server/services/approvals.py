@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from server.domain.clock import Clock, utcnow
 from server.domain.errors import (
+    ActionDigestMismatch,
     AlreadyDecided,
     ApprovalClosed,
     ApprovalNotFound,
@@ -47,6 +48,7 @@ class DecideRequest:
 
     run_id: str
     reason: str = ""
+    action_digest: str = ""  # the digest the approver saw ("": the run's, whatever it is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +102,19 @@ class ApprovalService:
         return views[0]
 
     async def approve(self, who: Principal, req: DecideRequest) -> ApprovalView:
-        return await self._decide(who, req.run_id, "approve", req.reason)
+        return await self._decide(who, req.run_id, "approve", req.reason, req.action_digest)
 
     async def reject(self, who: Principal, req: DecideRequest) -> ApprovalView:
         if not req.reason.strip():
             raise InvalidArgument("reason", "is required to reject")
-        return await self._decide(who, req.run_id, "reject", req.reason)
+        return await self._decide(who, req.run_id, "reject", req.reason, req.action_digest)
 
-    async def _decide(self, who: Principal, run_id: str, verdict: str, reason: str) -> ApprovalView:
+    async def _decide(self, who: Principal, run_id: str, verdict: str, reason: str,
+                      digest: str) -> ApprovalView:
         require("run_id", run_id, pattern=RUN_ID_RE, max_len=40)
         check("reason", reason, max_len=2000)
+        digest = digest.removeprefix("sha256:")
+        check("action_digest", digest, pattern=r"^[0-9a-f]{64}$", max_len=64)
         now = self.clock()
         expired = False
         async with self.store.transaction() as tx:
@@ -134,12 +139,17 @@ class ApprovalService:
             elif run.submitter == who.owner:
                 log.warning("self-approval refused: %s on %s", who.owner, run_id)
                 raise SelfApprovalRefused(run_id, who.owner)
+            elif digest and digest != run.action_digest:
+                raise ActionDigestMismatch(run_id, digest, run.action_digest)
             elif not await tx.approvals.add_decision(run_id, approver=who.owner, key_id=who.key_id,
-                                           verdict=verdict, reason=reason, now=now):
+                                           verdict=verdict, reason=reason, now=now,
+                                           action_digest=run.action_digest):
                 raise AlreadyDecided(run_id, who.owner)
             else:
                 await tx.audit.record(actor=who.owner, action=f"approval.{verdict}", target=run_id,
-                                      now=now, details={"reason": reason})
+                                      now=now, details={"reason": reason,
+                                                        "action_digest": run.action_digest},
+                                      run=run)
                 a = await tx.approvals.get(run_id)
                 assert a is not None
                 if verdict == "reject":
@@ -169,7 +179,8 @@ class ApprovalService:
                             reason=f"no decision before {a.expires_at.isoformat()}")
         await tx.audit.record(actor="system", action="approval.expire", target=a.run_id, now=now,
                               details={"expires_at": a.expires_at.isoformat(),
-                                       "approvals": a.approvals, "required": a.required})
+                                       "approvals": a.approvals, "required": a.required},
+                              run=run)
         approval_closed(run_id=a.run_id, traceparent=run.traceparent, opened=a.created_at,
                         closed=now, result="expired")
 

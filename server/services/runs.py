@@ -144,16 +144,17 @@ class RunService:
         state = RunState.PENDING_APPROVAL if pending else RunState.QUEUED
         reason = (f"needs {rule.approvals} approval{'s' if rule.approvals > 1 else ''} "
                   f"(risk {risk.risk.label})") if pending else f"auto-approved (risk {risk.risk.label})"
+        input_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        image = (f"{version.image}@{version.image_digest}"
+                 if version.image_digest and "@" not in version.image else version.image)
+        entrypoint = tuple(m.entrypoint) if m.entrypoint else None
         new = NewRun(
             id=new_run_id(), agent=version.agent, version=version.version, capability=cap.name,
             state=state, reason=reason, effective_risk=risk.risk, risk_reasons=tuple(risk.reasons),
             submitter=who.owner, submitter_key_id=who.key_id,
             idempotency_key=req.idempotency_key or None, request_hash=digest,
-            input_json=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-            network=req.network, secrets=tuple(req.secrets), limits=limits,
-            image=f"{version.image}@{version.image_digest}" if version.image_digest and "@" not in version.image
-            else version.image,
-            entrypoint=tuple(m.entrypoint) if m.entrypoint else None,
+            input_json=input_json, network=req.network, secrets=tuple(req.secrets),
+            limits=limits, image=image, entrypoint=entrypoint,
             output_schema=cap.output_schema, max_attempts=self.max_attempts,
             traceparent=req.traceparent, created_at=now,
         )
@@ -170,7 +171,9 @@ class RunService:
                 await tx.audit.record(actor=who.owner, action="run.submit", target=run.id, now=now,
                                       details={"agent": f"{version.agent}@{version.version}",
                                                "capability": cap.name, "risk": risk.risk.label,
-                                               "state": state.value})
+                                               "state": state.value,
+                                               "input_sha256": run.input_sha256,
+                                               "action_digest": run.action_digest}, run=run)
         except Duplicate:
             # A concurrent submit with the same key won the race; answer as if we came second.
             async with self.store.read() as tx:
@@ -242,7 +245,7 @@ class RunService:
                     await tx.approvals.close(run_id, "cancelled", now)
                 run = await tx.runs.transition(run, RunState.CANCELLED, reason=why, actor=who.owner, now=now)
             await tx.audit.record(actor=who.owner, action="run.cancel", target=run_id, now=now,
-                                  details={"reason": reason, "state": run.state.value})
+                                  details={"reason": reason, "state": run.state.value}, run=run)
             fresh = await tx.runs.get(run_id)
         assert fresh is not None
         return fresh

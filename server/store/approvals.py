@@ -44,13 +44,13 @@ class ApprovalRepository(Repository):
         return (await self._with_decisions([row]))[0]
 
     async def add_decision(self, run_id: str, *, approver: str, key_id: str, verdict: str,
-                           reason: str, now: datetime) -> bool:
+                           reason: str, now: datetime, action_digest: str) -> bool:
         """False if this approver already decided (the unique constraint says so)."""
         try:
             async with self._conn.begin_nested():
                 await self._conn.execute(insert(_D).values(
                     run_id=run_id, approver=approver, approver_key_id=key_id, verdict=verdict,
-                    reason=reason, decided_at=now))
+                    reason=reason, decided_at=now, action_digest=action_digest))
         except IntegrityError:
             return False
         await self._touch(run_id, now)
@@ -102,15 +102,23 @@ class ApprovalRepository(Repository):
         await self._conn.execute(q)
         self._unit.notify.add(APPROVALS)
 
+    async def decisions_of(self, run_ids: Sequence[str]) -> dict[str, list[Decision]]:
+        """Every decision on these runs, by run, oldest first."""
+        decisions: dict[str, list[Decision]] = {r: [] for r in run_ids}
+        if not run_ids:
+            return decisions
+        drows = await self._conn.execute(
+            select(_D).where(_D.c.run_id.in_(list(run_ids))).order_by(_D.c.id))
+        for d in drows:
+            decisions.setdefault(d.run_id, []).append(Decision(
+                approver=d.approver, verdict=d.verdict, reason=d.reason, decided_at=d.decided_at,
+                action_digest=d.action_digest, id=d.id))
+        return decisions
+
     async def _with_decisions(self, rows: Sequence[Row[Any]]) -> list[Approval]:
         if not rows:
             return []
-        drows = await self._conn.execute(
-            select(_D).where(_D.c.run_id.in_([r.run_id for r in rows])).order_by(_D.c.id))
-        decisions: dict[str, list[Decision]] = {}
-        for d in drows:
-            decisions.setdefault(d.run_id, []).append(Decision(
-                approver=d.approver, verdict=d.verdict, reason=d.reason, decided_at=d.decided_at))
+        decisions = await self.decisions_of([r.run_id for r in rows])
         return [Approval(run_id=r.run_id, status=r.status, required=r.required,
                          created_at=r.created_at, expires_at=r.expires_at, closed_at=r.closed_at,
                          version=r.version, updated_at=r.updated_at,

@@ -8,12 +8,15 @@ published.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Row
 
+from server.domain.chain import event_content, run_chain
+from server.domain.digests import chain_hash
 from server.domain.models import Run, RunEvent
 from server.domain.states import RunState
 from server.store import tables as t
@@ -36,7 +39,8 @@ def _event(r: Row[Any]) -> RunEvent:
         previous_state=RunState(r.previous_state) if r.previous_state else None, reason=r.reason,
         attempt=r.attempt, actor=r.actor, agent=r.agent_name, version=r.version,
         capability=r.capability, traceparent=r.traceparent, created_at=r.created_at,
-        published_at=r.published_at,
+        published_at=r.published_at, attest=dict(r.attest or {}), chain_seq=r.chain_seq,
+        prev_hash=r.prev_hash, hash=r.hash,
     )
 
 
@@ -45,19 +49,36 @@ class EventRepository(Repository):
 
     __slots__ = ()
 
-    async def append(self, run: Run, *, seq: int, state: RunState, previous: RunState | None,
-                     reason: str, attempt: int, actor: str, now: datetime) -> None:
-        """Append ``run``'s event ``seq``; wakes watchers (and executors when it is QUEUED)."""
+    def prepare(self, run: Run, *, seq: int, state: RunState, previous: RunState | None,
+                reason: str, attempt: int, actor: str, now: datetime,
+                attest: dict[str, str] | None = None) -> RunEvent:
+        """``run``'s event ``seq``, linked onto the run's hash chain (not yet written)."""
+        chain = run_chain(run.id)
+        chain_seq, prev = self._unit.next_link(chain, (run.chain_seq, run.chain_head))
+        e = RunEvent(id=0, run_id=run.id, seq=seq, state=state, previous_state=previous,
+                     reason=reason, attempt=attempt, actor=actor, agent=run.agent,
+                     version=run.version, capability=run.capability,
+                     traceparent=run.traceparent, created_at=now, attest=dict(attest or {}),
+                     chain_seq=chain_seq, prev_hash=prev)
+        return replace(e, hash=chain_hash(prev, event_content(e)))
+
+    async def insert(self, e: RunEvent, *, head_stored: bool, workflow_id: str | None = None
+                     ) -> None:
+        """Write a prepared event; wakes watchers (and executors when it is QUEUED).
+        ``head_stored``: the caller wrote the chain head on the run row itself;
+        ``workflow_id``: the workflow the run is a step of (its watchers wake too)."""
         await self._conn.execute(_INSERT_EVENT, dict(
-            run_id=run.id, seq=seq, state=state.value,
-            previous_state=previous.value if previous else "", reason=reason, attempt=attempt,
-            actor=actor, agent_name=run.agent, version=run.version, capability=run.capability,
-            traceparent=run.traceparent, created_at=now,
+            run_id=e.run_id, seq=e.seq, state=e.state.value,
+            previous_state=e.previous_state.value if e.previous_state else "", reason=e.reason,
+            attempt=e.attempt, actor=e.actor, agent_name=e.agent, version=e.version,
+            capability=e.capability, traceparent=e.traceparent, created_at=e.created_at,
+            attest=e.attest, chain_seq=e.chain_seq, prev_hash=e.prev_hash, hash=e.hash,
         ))
-        self._unit.notify_keys.add((RUN_EVENTS, run.id))  # its watchers, and the channel's
-        if run.workflow_id:  # its workflow's watchers (a step's state is its run's)
-            self._unit.notify_keys.add((RUN_EVENTS, run.workflow_id))
-        if state is RunState.QUEUED:
+        self._unit.advance(run_chain(e.run_id), e.chain_seq, e.hash, stored=head_stored)
+        self._unit.notify_keys.add((RUN_EVENTS, e.run_id))  # its watchers, and the channel's
+        if workflow_id:  # its workflow's watchers (a step's state is its run's)
+            self._unit.notify_keys.add((RUN_EVENTS, workflow_id))
+        if e.state is RunState.QUEUED:
             self._unit.notify.add(RUNS_QUEUED)
 
     async def since(self, run_id: str, from_seq: int, limit: int = 500) -> list[RunEvent]:
@@ -91,6 +112,16 @@ class EventRepository(Repository):
         if event_ids:
             await self._conn.execute(
                 update(_E).where(_E.c.id.in_(list(event_ids))).values(published_at=now))
+
+    async def of_runs(self, run_ids: Sequence[str]) -> dict[str, list[RunEvent]]:
+        """Every event of these runs, by run, in sequence order (verification)."""
+        out: dict[str, list[RunEvent]] = {r: [] for r in run_ids}
+        if run_ids:
+            rows = await self._conn.execute(
+                select(_E).where(_E.c.run_id.in_(list(run_ids))).order_by(_E.c.run_id, _E.c.seq))
+            for r in rows:
+                out[r.run_id].append(_event(r))
+        return out
 
     async def count(self, *, unpublished_only: bool = False) -> int:
         """How many events are stored (or still wait for the relay)."""

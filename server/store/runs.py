@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agents.limits import Limits
 from agents.manifest import Risk
+from server.domain.digests import action_digest, input_digest, logs_digest, output_digest
 from server.domain.errors import IllegalTransition
 from server.domain.models import AttemptResult, NewRun, Run, RunResult
 from server.domain.states import OUTCOME_STATES, RunState, check_transition
@@ -62,6 +63,8 @@ class _Changes(TypedDict, total=False):
     cpu_seconds: float | None
     output_bytes: int | None
     log_bytes: int | None
+    output_sha256: str
+    logs_sha256: str
 
 
 _RESULT_ONLY = frozenset({"output_json", "error_code", "error_message", "logs", "logs_truncated"})
@@ -85,7 +88,27 @@ def _run(r: Row[Any]) -> Run:
         peak_memory_bytes=r.peak_memory_bytes, duration_seconds=r.duration_seconds,
         cpu_seconds=r.cpu_seconds, output_bytes=r.output_bytes, log_bytes=r.log_bytes,
         workflow_id=r.workflow_id, workflow_step=r.workflow_step,
+        input_sha256=r.input_sha256, action_digest=r.action_digest,
+        output_sha256=r.output_sha256, logs_sha256=r.logs_sha256, chain_seq=r.chain_seq,
+        chain_head=r.chain_head,
     )
+
+
+def _run_of_new(new: NewRun) -> Run:
+    """``new`` as the run it becomes (what its first event is linked from)."""
+    return Run(
+        id=new.id, agent=new.agent, version=new.version, capability=new.capability,
+        state=new.state, reason=new.reason, effective_risk=new.effective_risk,
+        risk_reasons=new.risk_reasons, submitter=new.submitter,
+        submitter_key_id=new.submitter_key_id, idempotency_key=new.idempotency_key,
+        request_hash=new.request_hash, input_json=new.input_json, network=new.network,
+        secrets=new.secrets, limits=new.limits, image=new.image, entrypoint=new.entrypoint,
+        output_schema=new.output_schema, attempt=0, max_attempts=new.max_attempts, last_seq=0,
+        traceparent=new.traceparent, created_at=new.created_at, updated_at=new.created_at,
+        started_at=None, finished_at=None, cancel_requested=False, lease_owner=None,
+        lease_expires_at=None, executor_id=None, exit_code=None, peak_memory_bytes=None,
+        duration_seconds=None, input_sha256=new.input_sha256, action_digest=new.action_digest,
+        workflow_id=new.workflow_id, workflow_step=new.workflow_step)
 
 
 def _insert_params(new: NewRun) -> dict[str, Any]:
@@ -100,6 +123,7 @@ def _insert_params(new: NewRun) -> dict[str, Any]:
         output_schema=new.output_schema, attempt=0, max_attempts=new.max_attempts, last_seq=1,
         traceparent=new.traceparent, created_at=new.created_at, updated_at=new.created_at,
         cancel_requested=False, workflow_id=new.workflow_id, workflow_step=new.workflow_step,
+        input_sha256=new.input_sha256, action_digest=new.action_digest,
     )
 
 
@@ -109,7 +133,13 @@ def _result_changes(result: AttemptResult) -> _Changes:
             "logs": result.logs, "logs_truncated": result.logs_truncated,
             "peak_memory_bytes": result.peak_memory_bytes,
             "duration_seconds": result.duration_seconds, "cpu_seconds": result.cpu_seconds,
-            "output_bytes": result.output_bytes, "log_bytes": result.log_bytes}
+            "output_bytes": result.output_bytes, "log_bytes": result.log_bytes,
+            "output_sha256": output_digest(result.output_json),
+            "logs_sha256": logs_digest(result.logs)}
+
+
+# What an event attests when its change stored an attempt's result.
+_ATTESTED = ("output_sha256", "logs_sha256")
 
 
 # Called in the transaction that ended a workflow step's run (run, its end state, reason, now).
@@ -135,7 +165,22 @@ class RunRepository(Repository):
         Raises ``Duplicate`` when the (submitter, idempotency key) pair exists; the transaction
         stays usable (with a key, the insert runs in a savepoint).
         """
+        # The digests are taken here, the one place every run (submitted alone or a
+        # workflow's step) is created.
+        new = replace(new, input_sha256=input_digest(new.input_json),
+                      action_digest=action_digest(
+                          agent=new.agent, version=new.version, image=new.image,
+                          capability=new.capability, input_json=new.input_json,
+                          limits=new.limits, network=new.network, secrets=new.secrets,
+                          entrypoint=new.entrypoint))
         params = _insert_params(new)
+        # The submit event is linked first, so the run row is written with its chain head.
+        blank = _run_of_new(new)
+        event = self._events.prepare(
+            blank, seq=1, state=new.state, previous=None, reason=new.reason, attempt=0,
+            actor=actor, now=new.created_at,
+            attest={"input_sha256": new.input_sha256, "action_digest": new.action_digest})
+        params.update(chain_seq=event.chain_seq, chain_head=event.hash)
         try:
             if new.idempotency_key is None:
                 # No key, no expected conflict: skip the savepoint's two round trips.
@@ -146,8 +191,7 @@ class RunRepository(Repository):
         except IntegrityError as e:
             raise Duplicate(str(e.orig)) from e
         run = _run(row)
-        await self._events.append(run, seq=1, state=run.state, previous=None, reason=run.reason,
-                                  attempt=run.attempt, actor=actor, now=new.created_at)
+        await self._events.insert(event, head_stored=True, workflow_id=run.workflow_id)
         return run
 
     async def get(self, run_id: str, *, lock: bool = False) -> Run | None:
@@ -203,6 +247,21 @@ class RunRepository(Repository):
                          error_message=row.error_message, logs=row.logs or b"",
                          logs_truncated=row.logs_truncated)
 
+    async def page_for_audit(self, after_id: str, limit: int, *, only: str = "") -> list[RunResult]:
+        """Runs after ``after_id`` in id order (or only run ``only``), with output and logs
+        (verification)."""
+        q = select(_R).where(_R.c.id > after_id).order_by(_R.c.id).limit(limit)
+        if only:
+            q = q.where(_R.c.id == only)
+        rows = await self._conn.execute(q)
+        return [RunResult(run=_run(r), output_json=r.output_json, error_code=r.error_code,
+                          error_message=r.error_message, logs=r.logs or b"",
+                          logs_truncated=r.logs_truncated) for r in rows]
+
+    async def store_chain_head(self, run_id: str, seq: int, head: str) -> None:
+        await self._conn.execute(update(_R).where(_R.c.id == run_id)
+                                 .values(chain_seq=seq, chain_head=head))
+
     async def count(self, state: RunState | None = None) -> int:
         """How many runs there are (in ``state``): the queue depth for QUEUED."""
         q = select(func.count()).select_from(_R)
@@ -229,19 +288,23 @@ class RunRepository(Repository):
         extra: dict[str, Any] = dict(changes or {})
         if target.terminal and "finished_at" not in extra:
             extra["finished_at"] = now
+        attempt = extra.get("attempt", run.attempt)
+        event = self._events.prepare(run, seq=seq, state=target, previous=run.state,
+                                     reason=reason, attempt=attempt, actor=actor, now=now,
+                                     attest={k: extra[k] for k in _ATTESTED if k in extra})
         res = await self._conn.execute(
             update(_R).where(_R.c.id == run.id, _R.c.state == run.state.value,
                              _R.c.last_seq == run.last_seq)
-            .values(state=target.value, reason=reason, last_seq=seq, updated_at=now, **extra))
+            .values(state=target.value, reason=reason, last_seq=seq, updated_at=now,
+                    chain_seq=event.chain_seq, chain_head=event.hash, **extra))
         if res.rowcount != 1:  # another transaction changed it first (SQLite has no FOR UPDATE)
             current = await self.get(run.id)
             raise IllegalTransition(run.id, current.state.value if current else "gone",
                                     target.value)
-        attempt = extra.get("attempt", run.attempt)
-        await self._events.append(run, seq=seq, state=target, previous=run.state, reason=reason,
-                                  attempt=attempt, actor=actor, now=now)
+        await self._events.insert(event, head_stored=True, workflow_id=run.workflow_id)
         moved = {k: v for k, v in extra.items() if k not in _RESULT_ONLY}
-        after = replace(run, state=target, reason=reason, last_seq=seq, updated_at=now, **moved)
+        after = replace(run, state=target, reason=reason, last_seq=seq, updated_at=now,
+                        chain_seq=event.chain_seq, chain_head=event.hash, **moved)
         if target.terminal:
             self._unit.finished.append((after, target.value, reason))
         if target.terminal and run.workflow_id and self.step_ended is not None:

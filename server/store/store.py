@@ -88,6 +88,16 @@ class Tx(Unit):
         self.usage = UsageRepository(self)
         self.analytics = AnalyticsRepository(self)
 
+    async def flush_chains(self) -> None:
+        """Write the heads of the chains this unit moved past their stored head."""
+        for chain in sorted(self.dirty_heads):
+            seq, head = self.chain_heads[chain]
+            if chain.startswith("run:"):
+                await self.runs.store_chain_head(chain.removeprefix("run:"), seq, head)
+            else:
+                await self.audit.store_head(chain, seq, head)
+        self.dirty_heads.clear()
+
 
 @functools.cache
 def _notify_stmt(n: int) -> Any:
@@ -142,6 +152,7 @@ class Store:
                         in_body = True
                         yield tx
                         in_body = False
+                        await tx.flush_chains()
                         notes = _notifications(tx)
                         if notes and self.dialect == "postgresql":  # one round trip for them all
                             params: dict[str, str] = {}
@@ -182,6 +193,29 @@ class Store:
         in_body = False
         try:
             async with self._read_engine.connect() as conn:
+                in_body = True
+                yield Tx(conn, self.dialect)
+                in_body = False
+                await conn.rollback()
+        except Exception as e:
+            if connection_failure(e, os_errors=not in_body):
+                raise self._unavailable(e) from e
+            raise
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Tx]:
+        """A read-only unit that sees one consistent state of the database (a REPEATABLE
+        READ transaction on PostgreSQL, one read transaction on SQLite): what the verifier
+        needs so a run and its records are read as of the same instant."""
+        in_body = False
+        try:
+            async with self.engine.connect() as conn:
+                if self.dialect == "sqlite":
+                    await conn.exec_driver_sql("BEGIN")
+                else:
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                    await conn.begin()
+                    await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 in_body = True
                 yield Tx(conn, self.dialect)
                 in_body = False

@@ -145,6 +145,15 @@ runs = Table(
     # The workflow this run is a step of (none for a run submitted alone).
     Column("workflow_id", String(40), nullable=True),
     Column("workflow_step", String(63), nullable=True),
+    # Digests (hex SHA-256, server/domain/digests.py): of the canonical input, of everything
+    # that decides what the run does (what approvals are given for), of the output and logs.
+    Column("input_sha256", String(64), nullable=False, default=""),
+    Column("action_digest", String(64), nullable=False, default=""),
+    Column("output_sha256", String(64), nullable=False, default=""),
+    Column("logs_sha256", String(64), nullable=False, default=""),
+    # Head of the run's hash chain (its events and audit records, server/store/chain.py).
+    Column("chain_seq", Integer, nullable=False, default=0),
+    Column("chain_head", String(64), nullable=False, default=""),
     UniqueConstraint("submitter", "idempotency_key", name="uq_runs_submitter_idempotency_key"),
     Index("ix_runs_state_created", "state", "created_at"),
     Index("ix_runs_agent_created", "agent_name", "created_at"),
@@ -178,6 +187,12 @@ run_events = Table(
     Column("traceparent", String(100), nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime, nullable=True),
+    # Digests this change attests (input and action at submit, output and logs at an outcome).
+    Column("attest", JSON, nullable=False, default=lambda: {}),
+    # Position in the run's hash chain, the previous record's hash and this record's.
+    Column("chain_seq", Integer, nullable=False, default=0),
+    Column("prev_hash", String(64), nullable=False, default=""),
+    Column("hash", String(64), nullable=False, default=""),
     UniqueConstraint("run_id", "seq", name="uq_run_events_run_id_seq"),
     Index(
         "ix_run_events_unpublished",
@@ -212,6 +227,8 @@ approval_decisions = Table(
     Column("verdict", String(10), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("decided_at", UTCDateTime, nullable=False),
+    # The action digest of the run this decision was given for.
+    Column("action_digest", String(64), nullable=False, default=""),
     # The database itself refuses a second decision by the same approver.
     UniqueConstraint("run_id", "approver", name="uq_approval_decisions_run_id_approver"),
 )
@@ -236,6 +253,23 @@ audit_log = Table(
     Column("action", String(100), nullable=False),
     Column("target", String(200), nullable=False),
     Column("details", JSON, nullable=False),
+    # The hash chain this record is on ("run:<run id>" beside that run's events, else
+    # "audit"), its position there, the previous record's hash and its own.
+    Column("chain", String(60), nullable=False, default="audit"),
+    Column("chain_seq", Integer, nullable=False, default=0),
+    Column("prev_hash", String(64), nullable=False, default=""),
+    Column("hash", String(64), nullable=False, default=""),
+    Index("ix_audit_log_chain", "chain", "chain_seq"),
+    Index("ix_audit_log_at", "at"),
+)
+
+# Heads of the chains that belong to no run (today only "audit"); a run's head is on its row.
+chain_heads = Table(
+    "chain_heads",
+    metadata,
+    Column("name", String(60), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 # One row per owner that submitted under a quota: the lock its submits take in turn (on

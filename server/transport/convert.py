@@ -14,12 +14,22 @@ from airlock.v1 import admin_service_pb2 as admin_pb
 from airlock.v1 import agent_pb2, approval_pb2, run_pb2
 from airlock.v1 import usage_service_pb2 as us
 from server.domain.analytics import Analytics, GroupStats, Percentiles
+from airlock.v1 import audit_service_pb2 as audit_msgs
 from server.domain.errors import InvalidArgument
-from server.domain.models import Agent, AgentVersion, ApiKey, ExecutorInfo, Run, RunEvent
+from server.domain.models import (
+    Agent,
+    AgentVersion,
+    ApiKey,
+    AuditEntry,
+    ExecutorInfo,
+    Run,
+    RunEvent,
+)
 from server.domain.principal import Role
 from server.domain.quotas import OwnerUsage, Quota
 from server.domain.states import RunState
 from server.services.approvals import ApprovalView
+from server.services.audit import Verification
 from server.wire.timestamps import ts
 
 INPUT_PREVIEW_CHARS = 4096
@@ -114,6 +124,8 @@ def run_pb(r: Run, *, input_preview: int | None = None) -> run_pb2.Run:
         cpu_seconds=r.cpu_seconds or 0.0, output_bytes=r.output_bytes or 0,
         log_bytes=r.log_bytes or 0,
         workflow_id=r.workflow_id or "", workflow_step=r.workflow_step or "",
+        input_sha256=r.input_sha256, output_sha256=r.output_sha256, logs_sha256=r.logs_sha256,
+        action_digest=r.action_digest, chain_sequence=r.chain_seq, chain_head=r.chain_head,
     )
 
 
@@ -122,7 +134,7 @@ def event_pb(e: RunEvent) -> run_pb2.RunEvent:
         id=e.event_id, run_id=e.run_id, sequence=e.seq, state=state_pb(e.state),
         previous_state=state_pb(e.previous_state), reason=e.reason, attempt=e.attempt,
         actor=e.actor, create_time=ts(e.created_at), agent=e.agent, version=e.version,
-        capability=e.capability,
+        capability=e.capability, chain_sequence=e.chain_seq, prev_hash=e.prev_hash, hash=e.hash,
     )
 
 
@@ -133,11 +145,12 @@ def approval_pb(v: ApprovalView) -> approval_pb2.Approval:
         risk_reasons=list(r.risk_reasons), required=a.required, approvals=a.approvals,
         decisions=[approval_pb2.Decision(
             approver=d.approver, verdict=approval_pb2.VERDICT_APPROVE if d.verdict == "approve"
-            else approval_pb2.VERDICT_REJECT, reason=d.reason, decide_time=ts(d.decided_at))
+            else approval_pb2.VERDICT_REJECT, reason=d.reason, decide_time=ts(d.decided_at),
+            action_digest=d.action_digest)
             for d in a.decisions],
         create_time=ts(a.created_at), expire_time=ts(a.expires_at),
         run=run_pb(r, input_preview=INPUT_PREVIEW_CHARS),
-        input_truncated=len(r.input_json) > INPUT_PREVIEW_CHARS,
+        input_truncated=len(r.input_json) > INPUT_PREVIEW_CHARS, action_digest=r.action_digest,
     )
 
 
@@ -154,6 +167,24 @@ def executor_pb(e: ExecutorInfo, state: str) -> admin_pb.Executor:
                              start_time=ts(e.started_at), heartbeat_time=ts(e.heartbeat_at),
                              healthy=active, stop_time=ts(e.stopped_at),
                              state=admin_pb.ExecutorState.Value(f"EXECUTOR_STATE_{state.upper()}"))
+
+
+def audit_pb(e: AuditEntry) -> audit_msgs.AuditRecord:
+    return audit_msgs.AuditRecord(
+        id=e.id, time=ts(e.at), actor=e.actor, action=e.action, target=e.target,
+        details_json=json_text(e.details), chain=e.chain, chain_sequence=e.chain_seq,
+        prev_hash=e.prev_hash, hash=e.hash)
+
+
+def verification_pb(v: Verification) -> audit_msgs.VerifyAuditTrailResponse:
+    out = audit_msgs.VerifyAuditTrailResponse(
+        ok=v.problem is None, runs_checked=v.runs, records_checked=v.records,
+        chain_digest=v.digest, verify_time=ts(v.at))
+    if v.problem is not None:
+        out.problem.CopyFrom(audit_msgs.AuditProblem(record=v.problem.record,
+                                                   run_id=v.problem.run_id,
+                                                   problem=v.problem.problem))
+    return out
 
 
 def json_text(value: Any) -> str:

@@ -42,6 +42,7 @@ from google.protobuf.message import DecodeError, Message
 from airlock.v1 import (
     admin_service_connect,
     approval_service_connect,
+    audit_service_connect,
     registry_service_connect,
     run_service_connect,
     usage_service_connect,
@@ -58,6 +59,7 @@ from server.transport.handlers import (
     SERVICES,
     AdminHandlers,
     ApprovalHandlers,
+    AuditHandlers,
     RegistryHandlers,
     RunHandlers,
     Services,
@@ -362,6 +364,7 @@ class WebApp:
             workflow_service_connect.WorkflowServiceASGIApplication(
                 WorkflowHandlers(services), **options),
             usage_service_connect.UsageServiceASGIApplication(UsageHandlers(services), **options),
+            audit_service_connect.AuditServiceASGIApplication(AuditHandlers(services), **options),
         ]
         self.services: dict[str, ASGIApp] = {app.path: app for app in apps}
 

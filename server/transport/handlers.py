@@ -15,12 +15,14 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from airlock.v1 import admin_service_pb2 as adm
 from airlock.v1 import approval_service_pb2 as aps
+from airlock.v1 import audit_service_pb2 as aus
 from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_service_pb2 as rs
 from airlock.v1 import usage_service_pb2 as us
 from airlock.v1 import workflow_service_pb2 as wfs
 from server.services.admin import AdminService, CreateKeyRequest, RevokeKeyRequest
 from server.services.approvals import ApprovalService, DecideRequest, ListApprovalsRequest
+from server.services.audit import AuditService, ListAuditRequest
 from server.services.registry import (
     DeprecateRequest,
     ListAgentsRequest,
@@ -44,6 +46,7 @@ class Services:
     admin: AdminService
     workflows: WorkflowService
     usage: UsageService
+    audit: AuditService
 
 
 class RegistryHandlers:
@@ -143,7 +146,8 @@ class ApprovalHandlers:
         return aps.GetApprovalResponse(approval=c.approval_pb(view))
 
     async def approve(self, req: aps.ApproveRequest, ctx: Any = None) -> aps.ApproveResponse:
-        v = await self.s.approvals.approve(current_principal(), DecideRequest(req.run_id, req.reason))
+        v = await self.s.approvals.approve(current_principal(), DecideRequest(
+            req.run_id, req.reason, req.action_digest))
         link_run(v.run.traceparent, v.run.id)
         return aps.ApproveResponse(approval=c.approval_pb(v))
 
@@ -252,9 +256,29 @@ class UsageHandlers:
         return c.analytics_pb(a)
 
 
+class AuditHandlers:
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def list_audit_records(self, req: aus.ListAuditRecordsRequest, ctx: Any = None
+                                 ) -> aus.ListAuditRecordsResponse:
+        page = await self.s.audit.list(current_principal(), ListAuditRequest(
+            page_size=req.page_size, page_token=req.page_token, target=req.target,
+            actor=req.actor,
+            since=c.time_from_pb("since", req.since) if req.HasField("since") else None,
+            until=c.time_from_pb("until", req.until) if req.HasField("until") else None))
+        return aus.ListAuditRecordsResponse(records=[c.audit_pb(e) for e in page.items],
+                                            next_page_token=page.next_token)
+
+    async def verify_audit_trail(self, req: aus.VerifyAuditTrailRequest, ctx: Any = None
+                                 ) -> aus.VerifyAuditTrailResponse:
+        v = await self.s.audit.verify(current_principal(), req.run_id)
+        return c.verification_pb(v)
+
+
 # The proto files whose services the control plane serves, over grpc.aio (and reflection and
 # health) and gRPC-Web alike: the one list.
-PROTO_FILES = (reg, rs, aps, adm, wfs, us)
+PROTO_FILES = (reg, rs, aps, adm, wfs, us, aus)
 SERVICES: tuple[ServiceDescriptor, ...] = tuple(
     svc for f in PROTO_FILES for svc in f.DESCRIPTOR.services_by_name.values())
 
@@ -266,4 +290,5 @@ HANDLERS: dict[str, type] = {
     "airlock.v1.AdminService": AdminHandlers,
     "airlock.v1.WorkflowService": WorkflowHandlers,
     "airlock.v1.UsageService": UsageHandlers,
+    "airlock.v1.AuditService": AuditHandlers,
 }

@@ -8,6 +8,7 @@ import grpc
 
 from airlock.v1 import admin_service_pb2_grpc as admg
 from airlock.v1 import approval_service_pb2_grpc as apsg
+from airlock.v1 import audit_service_pb2_grpc as audg
 from airlock.v1 import registry_service_pb2_grpc as regg
 from airlock.v1 import run_service_pb2_grpc as rsg
 from airlock.v1 import usage_service_pb2_grpc as usg
@@ -27,6 +28,7 @@ class Client:
         self.admin = admg.AdminServiceStub(self.channel)
         self.workflows = wfsg.WorkflowServiceStub(self.channel)
         self.usage = usg.UsageServiceStub(self.channel)
+        self.audit = audg.AuditServiceStub(self.channel)
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:

@@ -110,6 +110,8 @@ async def matrix(pg_templates: PgTemplates) -> AsyncIterator[Matrix]:
             "AdminService.WhoAmI": {},
             "UsageService.GetUsage": {},
             "UsageService.GetAnalytics": {},
+            "AuditService.ListAuditRecords": {},
+            "AuditService.VerifyAuditTrail": {},
         }
         channel = grpc.aio.insecure_channel(plane.address)
         plane.channels.append(channel)
@@ -199,6 +201,9 @@ def test_scope_decisions() -> None:
     assert PERMISSIONS["ApprovalService.GetApproval"][Role.SUBMITTER] is Scope.OWN
     assert PERMISSIONS["RunService.CancelRun"] == {Role.ADMIN: Scope.ALL, Role.SUBMITTER: Scope.OWN}
     assert set(SCOPED) | {"RunService.ListRuns"} <= set(PERMISSIONS)
+    # The audit trail holds every run's history: only the auditors read or verify it.
+    for op in ("AuditService.ListAuditRecords", "AuditService.VerifyAuditTrail"):
+        assert PERMISSIONS[op] == {Role.ADMIN: Scope.ALL, Role.VIEWER: Scope.ALL}
 
 
 def _request(op: str, run_id: str) -> Any:
