@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from typing import Any
 from agents.errors import ConfigError
 from executor.process import open_store
 from executor.settings import RelaySettings
+from server.domain.chain import AUDIT_CHAIN, heads_digest
 from server.domain.clock import Clock, utcnow
 from server.domain.models import RunEvent
 from server.domain.workflow_models import WorkflowEvent
@@ -97,6 +99,7 @@ class Relay:
         self._connected = asyncio.Event()
         self._closing = False
         self._backoff = _Backoff(0.05, settings.relay_backoff_max_seconds)
+        self._head_at = -float("inf")  # monotonic time the audit head was last published
 
     # -- NATS --------------------------------------------------------------------------------
 
@@ -303,6 +306,40 @@ class Relay:
             return await self.js.publish(subj, data, timeout=timeout,
                                          stream=self.settings.nats_stream, headers=headers)
 
+    # -- the audit trail's head --------------------------------------------------------------
+
+    async def audit_head(self) -> dict[str, Any]:
+        """The audit trail's head as published: every chain's head digested (the value
+        ``VerifyAuditTrail`` answers as chain_digest), with the ``audit`` chain's own head."""
+        async with self.store.snapshot() as tx:
+            heads: list[tuple[str, int, str]] = await tx.runs.chain_heads()
+            audit = await tx.audit.stored_head(AUDIT_CHAIN)
+        heads.append((AUDIT_CHAIN, *audit))
+        return {"time": self.clock().isoformat().replace("+00:00", "Z"), "runs": len(heads) - 1,
+                "chain_digest": heads_digest(heads), "audit_chain_sequence": audit[0],
+                "audit_chain_head": audit[1]}
+
+    async def publish_audit_head(self) -> dict[str, Any]:
+        """Publish the head on core NATS (a subscriber or a stream the operator adds keeps a
+        copy outside the database)."""
+        head = await self.audit_head()
+        await self.nc.publish(self.settings.audit_head_subject,
+                              json.dumps(head, separators=(",", ":")).encode(),
+                              headers={"Content-Type": "application/json"})
+        self._head_at = time.monotonic()
+        return head
+
+    async def _maybe_publish_head(self) -> None:
+        every = self.settings.audit_head_seconds
+        if every and time.monotonic() - self._head_at >= every:
+            try:
+                await self.publish_audit_head()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # never stops the events; retried next period
+                self._head_at = time.monotonic()
+                log.warning("relay: audit head not published (%s: %s)", type(e).__name__, e)
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -339,6 +376,7 @@ class Relay:
                 await self._wait_any(stop, self._connected, seconds=poll)
                 continue
             token = notifier.token(RUN_EVENTS)
+            await self._maybe_publish_head()
             try:
                 result = await self.publish_batch()
             except asyncio.CancelledError:

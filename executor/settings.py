@@ -92,6 +92,13 @@ class RelaySettings(CommonSettings):
                                              description="wait for one JetStream ack")
     relay_backoff_max_seconds: float = Field(default=5.0, gt=0, le=300,
                                              description="longest pause between failed attempts")
+    audit_head_seconds: float = Field(
+        default=60.0, ge=0, le=86400,
+        description="publish the audit trail's head (digest of every hash chain's head) this "
+                    "often (0: never)")
+    audit_head_subject: str = Field(
+        default="airlock.audit.head", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="NATS subject of the audit trail's head (core NATS, outside the stream)")
 
     @field_validator("nats_url")
     @classmethod

@@ -24,10 +24,12 @@ from typing import Any
 
 from server.domain.digests import (
     action_digest,
+    canonical_json,
     chain_hash,
     input_digest,
     logs_digest,
     output_digest,
+    sha256_hex,
 )
 from server.domain.models import AuditEntry, Decision, Run, RunEvent
 
@@ -36,6 +38,13 @@ AUDIT_CHAIN = "audit"
 
 def run_chain(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+def heads_digest(heads: Iterable[Sequence[object]]) -> str:
+    """SHA-256 of the canonical JSON of every chain's head, ``[chain, position, hash]``: the
+    runs' chains in run id order, then ``audit``. Published on NATS; ``VerifyAuditTrail``
+    answers the same value for the same chains."""
+    return sha256_hex(canonical_json([list(h) for h in heads]))
 
 
 def _ts(at: datetime) -> str:

@@ -11,9 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.domain.chain import AUDIT_CHAIN, Problem, check_chain, check_run, run_chain
+from server.domain.chain import (
+    AUDIT_CHAIN,
+    Problem,
+    check_chain,
+    check_run,
+    heads_digest,
+    run_chain,
+)
 from server.domain.clock import Clock, utcnow
-from server.domain.digests import canonical_json, sha256_hex
 from server.domain.errors import InvalidArgument
 from server.domain.models import AuditEntry, Page
 from server.domain.principal import Principal
@@ -101,7 +107,7 @@ class AuditService:
         if run_id:
             if not runs:
                 raise InvalidArgument("run_id", f"no run {run_id!r}")
-            return Verification(None, runs, records, sha256_hex(canonical_json(heads)),
+            return Verification(None, runs, records, heads_digest(heads),
                                 self.clock())
         async with self.store.snapshot() as tx:
             entries = (await tx.audit.of_chains([AUDIT_CHAIN]))[AUDIT_CHAIN]
@@ -115,5 +121,5 @@ class AuditService:
             problem = Problem(f"audit_log #{o.id} ({o.action} on {o.target})", o.target,
                               f"its run {o.target} is gone (the run and its events were deleted)")
         heads.append([AUDIT_CHAIN, seq, head])
-        digest = "" if problem else sha256_hex(canonical_json(heads))
+        digest = "" if problem else heads_digest(heads)
         return Verification(problem, runs, records, digest, self.clock())

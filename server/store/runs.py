@@ -258,6 +258,12 @@ class RunRepository(Repository):
                           error_message=r.error_message, logs=r.logs or b"",
                           logs_truncated=r.logs_truncated) for r in rows]
 
+    async def chain_heads(self) -> list[tuple[str, int, str]]:
+        """(chain, position, hash) of every run's chain head, in run id order."""
+        rows = await self._conn.execute(
+            select(_R.c.id, _R.c.chain_seq, _R.c.chain_head).order_by(_R.c.id))
+        return [(f"run:{r.id}", r.chain_seq, r.chain_head) for r in rows]
+
     async def store_chain_head(self, run_id: str, seq: int, head: str) -> None:
         await self._conn.execute(update(_R).where(_R.c.id == run_id)
                                  .values(chain_seq=seq, chain_head=head))

@@ -46,7 +46,7 @@ def payload(e: RunEvent) -> event_pb2.RunEventPayload:
         agent=e.agent, version=e.version, capability=e.capability,
         state=_state_name(e.state), previous_state=_state_name(e.previous_state),
         attempt=e.attempt, reason=e.reason, actor=e.actor, create_time=ts(e.created_at),
-        traceparent=e.traceparent,
+        traceparent=e.traceparent, chain_sequence=e.chain_seq, prev_hash=e.prev_hash, hash=e.hash,
     )
 
 

@@ -4,14 +4,17 @@ a durable consumer resumes without gaps; several relays on PostgreSQL do not int
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, defaultdict
 from datetime import timedelta
 
 import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
+from sqlalchemy import text
 
 from agents.errors import ConfigError
+from airlock.v1 import audit_service_pb2 as aus
 from airlock.v1 import run_pb2 as rp
 from executor.relay import Relay
 from server.domain.models import RunEvent
@@ -90,6 +93,9 @@ def check_delivery(got: list[Received], rows: list[RunEvent], names: Names) -> N
         assert rp.RunState.Name(p.previous_state) == f"RUN_STATE_{prev}"
         assert p.create_time.ToDatetime().replace(microsecond=0) == \
             e.created_at.replace(tzinfo=None, microsecond=0)
+        # The run's hash chain travels with the event: a copy outside the database.
+        assert (p.chain_sequence, p.prev_hash, p.hash) == (e.chain_seq, e.prev_hash, e.hash)
+        assert len(p.hash) == 64
     for run_id, s in seqs.items():
         assert s == list(range(1, len(s) + 1)), (run_id, s)
 
@@ -218,3 +224,34 @@ def test_bad_setting_stops_the_relay_naming_it() -> None:
     assert proc.returncode == 3  # the CLI's status for configuration errors, as every process
     assert "configuration error: AIRLOCK_NATS_URL: must be nats://host:port" in proc.stderr
     assert "configuration error: AIRLOCK_RELAY_BATCH_SIZE:" in proc.stderr
+
+
+async def test_audit_head_is_published_and_matches_verification(
+        db_url: str, nats_url: str, names: Names) -> None:
+    """The relay publishes the audit trail's head on core NATS; a subscriber's copy equals
+    what VerifyAuditTrail finds, and no longer does once the database is edited."""
+    plane = await start_plane(db_url)
+    subject = f"{names.prefix.removesuffix('.runs')}.audit.head"
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.subscribe(subject)
+        await drive(plane, plane.cp.store, n_extra=2)
+        settings = relay_settings(db_url, nats_url, names, relay_poll_seconds=0.2,
+                                  audit_head_seconds=0.2, audit_head_subject=subject)
+        async with running_relay(settings):
+            msg = await sub.next_msg(timeout=20)
+        head = json.loads(msg.data)
+        assert msg.headers and msg.headers["Content-Type"] == "application/json"
+        v = await plane.admin.audit.VerifyAuditTrail(aus.VerifyAuditTrailRequest(),
+                                                     metadata=plane.admin.md)
+        assert v.ok and head["chain_digest"] == v.chain_digest
+        assert head["runs"] == v.runs_checked and head["audit_chain_sequence"] >= 1
+        async with plane.cp.store.transaction() as tx:  # a later edit behind the API
+            await tx.conn.execute(text("UPDATE runs SET chain_head = 'x' WHERE id = "
+                                       "(SELECT MIN(id) FROM runs)"))
+        again = await plane.admin.audit.VerifyAuditTrail(aus.VerifyAuditTrailRequest(),
+                                                         metadata=plane.admin.md)
+        assert not again.ok and again.chain_digest != head["chain_digest"]
+    finally:
+        await nc.close()
+        await plane.close()
