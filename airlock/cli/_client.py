@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from airlock.cli._framework import CliError
 from airlock.v1 import admin_service_pb2_grpc as admin_grpc
 from airlock.v1 import approval_service_pb2_grpc as approval_grpc
+from airlock.v1 import audit_service_pb2_grpc as audit_grpc
 from airlock.v1 import registry_service_pb2_grpc as registry_grpc
 from airlock.v1 import run_service_pb2_grpc as run_grpc
 from airlock.v1 import usage_service_pb2_grpc as usage_grpc
@@ -98,7 +99,7 @@ class Connection:
 
 
 class ApiClient:
-    """The four services over one channel. Use as ``async with ApiClient(conn) as api:``."""
+    """The services over one channel. Use as ``async with ApiClient(conn) as api:``."""
 
     def __init__(self, conn: Connection, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.conn = conn
@@ -111,6 +112,7 @@ class ApiClient:
         self.admin = admin_grpc.AdminServiceStub(self.channel)
         self.usage = usage_grpc.UsageServiceStub(self.channel)
         self.workflows = workflow_grpc.WorkflowServiceStub(self.channel)
+        self.audit = audit_grpc.AuditServiceStub(self.channel)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -17,6 +17,7 @@ from airlock.cli import (
     agent,
     agents,
     approvals,
+    audit,
     base_image,
     dev,
     executor,
@@ -63,6 +64,7 @@ REGISTRARS: list[Callable[[Commands], None]] = [
     runs.register,
     workflows.register,
     approvals.register,
+    audit.register,
     executors.register,
     usage.register,
     agent.register,  # `airlock agent validate|build|run-local|register`

@@ -108,3 +108,8 @@ def limits_text(lim: agent_pb2.Limits) -> str:
 
 def risk_text(risk: int, reasons: Sequence[str]) -> str:
     return risk_name(risk) + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+def digest_text(digest: str) -> str:
+    """An action digest as approvers compare it (``sha256:<hex>``), "-" when absent."""
+    return f"sha256:{digest}" if digest else "-"

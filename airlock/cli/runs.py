@@ -12,6 +12,7 @@ from airlock.cli._framework import EXIT_OK, EXIT_RUN_NOT_SUCCEEDED, Commands
 from airlock.cli._output import (
     STATES,
     clip,
+    digest_text,
     err,
     key_values,
     limits_text,
@@ -57,6 +58,11 @@ def _run_detail(r: run_pb2.Run) -> str:
                   ("logs", f"{r.log_bytes} bytes" if r.log_bytes else "-")]
     if r.cancel_requested:
         pairs.append(("cancel", "requested"))
+    pairs += [("action digest", digest_text(r.action_digest)),
+              ("input sha256", r.input_sha256 or "-"),
+              ("output sha256", r.output_sha256 or "-"),
+              ("logs sha256", r.logs_sha256 or "-"),
+              ("chain head", f"{r.chain_head or '-'} (position {r.chain_sequence})")]
     pairs.append(("input", clip(r.input_json, 200)))
     return key_values(pairs)
 

@@ -193,7 +193,8 @@ async def test_approvals_list_approve_reject(cli: Cli, plane: Plane) -> None:
     refused = await cli("approvals", "approve", r1, token=alice_approver)
     assert refused.rc == 1 and refused.err.startswith("error: PERMISSION_DENIED: ")
     r = await cli.ok("approvals", "approve", r1, "--reason", "looks fine", token=bob)
-    assert r.out.strip() == f"approved {r1}: approval approved (1/1 approvals); run QUEUED"
+    assert r.out.strip().startswith(
+        f"approved {r1}: approval approved (1/1 approvals); run QUEUED; action sha256:")
     assert (await cli("approvals", "reject", r2, token=bob)).rc == 2  # --reason is required
     r = await cli.ok("approvals", "reject", r2, "--reason", "not today", token=bob)
     assert f"rejected {r2}: approval rejected" in r.out and "run REJECTED" in r.out
