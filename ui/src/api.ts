@@ -2,6 +2,7 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AdminService } from "./gen/airlock/v1/admin_service_pb";
 import { ApprovalService } from "./gen/airlock/v1/approval_service_pb";
+import { AuditService } from "./gen/airlock/v1/audit_service_pb";
 import { RegistryService } from "./gen/airlock/v1/registry_service_pb";
 import { RunService } from "./gen/airlock/v1/run_service_pb";
 import { UsageService } from "./gen/airlock/v1/usage_service_pb";
@@ -27,6 +28,7 @@ export const registry = createClient(RegistryService, transport);
 export const runs = createClient(RunService, transport);
 export const usage = createClient(UsageService, transport);
 export const workflows = createClient(WorkflowService, transport);
+export const audit = createClient(AuditService, transport);
 
 export { Code, ConnectError };
 

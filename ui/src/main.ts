@@ -7,6 +7,7 @@ import { session } from "./session";
 import type { View } from "./view";
 import { agentsView, agentView } from "./views/agents";
 import { approvalsView } from "./views/approvals";
+import { auditView } from "./views/audit";
 import { fleetView } from "./views/fleet";
 import { runView } from "./views/run";
 import { runsView } from "./views/runs";
@@ -18,10 +19,12 @@ const nav = document.getElementById("nav") as HTMLElement;
 const identity = document.getElementById("identity") as HTMLElement;
 const LINKS: [string, string][] = [
   ["/approvals", "Approvals"], ["/workflows", "Workflows"], ["/runs", "Runs"], ["/agents", "Agents"],
-  ["/fleet", "Fleet"], ["/overview", "Overview"],
+  ["/fleet", "Fleet"], ["/overview", "Overview"], ["/audit", "Audit"],
 ];
 // Screens only some roles may use (the server refuses the others anyway).
-const ROLES_OF: Record<string, Role[]> = { "/overview": [Role.ADMIN, Role.VIEWER] };
+const ROLES_OF: Record<string, Role[]> = {
+  "/overview": [Role.ADMIN, Role.VIEWER], "/audit": [Role.ADMIN, Role.VIEWER],
+};
 let current: View | null = null;
 
 function mount(view: View, focus: boolean): void {
@@ -53,6 +56,8 @@ function route(focus = false): void {
     view = fleetView();
   } else if (parts[0] === "overview" && parts.length === 1) {
     view = lazyView("Overview", () => import("./views/overview").then((m) => m.overviewView()));
+  } else if (parts[0] === "audit" && parts.length === 1) {
+    view = auditView(new URLSearchParams(search), navigate);
   } else {
     view = {
       title: "Not found", dispose() {},

@@ -209,6 +209,9 @@ class Card {
           ["Network", run?.network ? "egress requested" : "none"],
           ["Secrets", run && run.secrets.length ? run.secrets.join(", ") : "none"],
           ["Limits", limits(run?.limits)],
+          ["Action digest", h("code", { class: "digest", title: "SHA-256 of agent, version, image, "
+            + "capability, input, limits, network and secret names: what you approve" },
+            a.actionDigest ? `sha256:${a.actionDigest}` : "—")],
         ]),
         h("div", { class: "why" },
           h("h4", null, "Why this risk"),
@@ -271,7 +274,8 @@ class Card {
     const runId = this.approval.runId;
     try {
       const res = verdict === "approve"
-        ? await api.approve({ runId, reason })
+        // Bound to the digest shown: a run changed since is refused, not approved.
+        ? await api.approve({ runId, reason, actionDigest: this.approval.actionDigest })
         : await api.reject({ runId, reason });
       const a = res.approval;
       if (a) {

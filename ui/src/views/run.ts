@@ -20,6 +20,7 @@ export function runView(runId: string): View {
   const outcome = h("div", null, h("p", { class: "muted" }, "—"));
   const resources = h("div", null, h("p", { class: "muted" }, "—"));
   const approval = h("div", null, h("p", { class: "muted" }, "—"));
+  const integrity = h("div", { id: "integrity" }, h("p", { class: "muted" }, "—"));
   const timelineStatus = statusLine("Connecting…");
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   const output = h("pre", { class: "code output", tabindex: "0", id: "output" }, "—");
@@ -38,6 +39,7 @@ export function runView(runId: string): View {
       h("div", { class: "col-side" },
         section("Timeline", timelineStatus, timeline),
         section("Resources", resources),
+        section("Integrity", integrity),
         section("Approval", approval))));
 
   const showRun = (r: Run) => {
@@ -66,6 +68,14 @@ export function runView(runId: string): View {
       ["Started", when(r.startTime)],
       ["Finished", when(r.finishTime)],
       ["Limits", limits(r.limits)],
+    ]));
+    const digest = (d: string) => d ? h("code", { class: "digest" }, d) : "—";
+    replace(integrity, facts([
+      ["Action digest", r.actionDigest ? h("code", { class: "digest" }, `sha256:${r.actionDigest}`) : "—"],
+      ["Input SHA-256", digest(r.inputSha256)],
+      ["Output SHA-256", digest(r.outputSha256)],
+      ["Logs SHA-256", digest(r.logsSha256)],
+      ["Chain head", r.chainHead ? h("span", null, digest(r.chainHead), ` (record ${r.chainSequence})`) : "—"],
     ]));
   };
 
@@ -111,7 +121,9 @@ export function runView(runId: string): View {
         ["Expires", when(a.expireTime)],
       ]), a.decisions.length ? h("ul", { class: "decisions" }, a.decisions.map((d) =>
         h("li", null, `${d.approver} ${verdictName(d.verdict)}`, d.reason ? ` — “${d.reason}”` : "",
-          h("span", { class: "muted" }, ` (${when(d.decideTime)})`)))) : null);
+          h("span", { class: "muted" }, ` (${when(d.decideTime)})`),
+          d.actionDigest ? h("div", { class: "muted" }, "for ", h("code", { class: "digest" },
+            `sha256:${d.actionDigest}`)) : null))) : null);
     } catch (e) {
       if (signal.aborted || handleAuthError(e)) return;
       replace(approval, h("p", { class: "muted" },
