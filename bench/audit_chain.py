@@ -11,8 +11,8 @@ baseline then the chained plane right after it, so both see the same machine loa
   its audit record, the approval closed, the run QUEUED (an event). Runs are submitted
   beforehand, so every call approves a fresh one.
 
-    python bench/audit_chain.py            # 5 s per cell
-    python bench/audit_chain.py --quick    # 1 s per cell (smoke)
+    python bench/audit_chain.py            # 3 rounds of 5 s per cell, alternating the order
+    python bench/audit_chain.py --quick    # 1 round of 1 s (smoke)
 
 Target: at 50 clients the chain costs at most 15 % of SubmitRun throughput (chained >= 85 %
 of the baseline). Prints a table, then one JSON line.
@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,24 @@ class Plane:
         await asyncio.gather(*(one() for _ in range(n)))
 
 
+def pooled(cells: list[Cell]) -> Cell:
+    """Rounds of one op and variant as one cell: calls over the summed windows; the median
+    p50, the worst p99; server CPU per call weighted by calls."""
+    calls = sum(c.calls for c in cells)
+    seconds = sum(c.seconds for c in cells)
+    cpu = [(c.server_cpu_us, c.calls) for c in cells if c.server_cpu_us is not None]
+    return Cell(op=cells[0].op, clients=cells[0].clients, calls=calls,
+                errors=sum(c.errors for c in cells), seconds=seconds,
+                throughput=calls / seconds if seconds else 0.0,
+                p50_ms=statistics.median(c.p50_ms for c in cells),
+                p99_ms=max(c.p99_ms for c in cells),
+                first_error=next((c.first_error for c in cells if c.first_error), ""),
+                server_cpu_us=(sum(u * n for u, n in cpu) / max(1, sum(n for _, n in cpu))
+                               if cpu else None))
+
+
 async def measure(planes: dict[str, ServerProcess], *, duration: float, warmup: float,
-                  concurrency: tuple[int, ...]) -> tuple[list[Cell], bool]:
+                  concurrency: tuple[int, ...], rounds: int) -> tuple[list[Cell], bool]:
     from airlock.v1 import approval_service_pb2 as aps
     from airlock.v1 import audit_service_pb2 as aus
     from airlock.v1 import audit_service_pb2_grpc as ausg
@@ -178,18 +195,21 @@ async def measure(planes: dict[str, ServerProcess], *, duration: float, warmup: 
 
         for c in concurrency:
             for op, make in (("SubmitRun", submit), ("Approve", approve)):
-                for variant in ("baseline", "chain"):
-                    p = stubs[variant]
-                    if op == "Approve":
-                        need = int(PENDING_PER_SECOND * (duration + warmup) * 1.2)
-                        log(f"  submitting {need} high-risk runs to {variant} ...")
-                        p.pending.clear()
-                        await p.submit_pending(need)
-                    log(f"  {op} x{c} {variant} ...")
-                    cell = await closed_loop(f"{op}/{variant}", make(p), clients=c,
-                                             duration=duration, warmup=warmup,
-                                             server_pid=p.proc.pid)
-                    cells.append(cell)
+                runs: dict[str, list[Cell]] = {"baseline": [], "chain": []}
+                for r in range(rounds):
+                    # Alternate which goes first: load from others drifts within a round.
+                    for variant in (("baseline", "chain") if r % 2 == 0 else ("chain", "baseline")):
+                        p = stubs[variant]
+                        if op == "Approve":
+                            need = int(PENDING_PER_SECOND * (duration + warmup) * 1.2)
+                            log(f"  submitting {need} high-risk runs to {variant} ...")
+                            p.pending.clear()
+                            await p.submit_pending(need)
+                        log(f"  {op} x{c} {variant} (round {r + 1}/{rounds}) ...")
+                        runs[variant].append(await closed_loop(
+                            f"{op}/{variant}", make(p), clients=c, duration=duration,
+                            warmup=warmup, server_pid=p.proc.pid))
+                cells += [pooled(runs["baseline"]), pooled(runs["chain"])]
         log("  verifying the chained plane's trail ...")
         stub = ausg.AuditServiceStub(channels["chain"])
         v = await stub.VerifyAuditTrail(aus.VerifyAuditTrailRequest(),
@@ -226,8 +246,8 @@ def report(cells: list[Cell], *, verified: bool, duration: float, warmup: float,
           f"{1 - MAX_SUBMIT_COST:.0%} of without: {s if s is not None else '-'} -> "
           f"{'met' if ok else 'NOT met'}; the chained trail verifies: {verified}")
     measurements: dict[str, dict[str, Any]] = {}
-    for c in cells:
-        measurements.setdefault(c.op, {})[str(c.clients)] = c.as_dict()
+    for cell in cells:
+        measurements.setdefault(cell.op, {})[str(cell.clients)] = cell.as_dict()
     targets = {"SubmitRun_chain_cost_le_15pct": ok, "chain_verifies": verified}
     return {
         "benchmark": "audit_chain",
@@ -246,7 +266,9 @@ def report(cells: list[Cell], *, verified: bool, duration: float, warmup: float,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell (5)")
-    p.add_argument("--quick", action="store_true", help="1 s cells, short warm-up (smoke)")
+    p.add_argument("--quick", action="store_true", help="1 s cells, one round (smoke)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds per cell, alternating which variant goes first (3)")
     p.add_argument("--serve-plane", choices=("chain", "baseline"), help=argparse.SUPPRESS)
     p.add_argument("--database-url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -256,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     duration = 1.0 if args.quick else args.duration
     warmup = 0.2 if args.quick else 0.5
+    rounds = 1 if args.quick else args.rounds
     with fresh_pg_database(migrate=False) as url_a, fresh_pg_database(migrate=False) as url_b:
         planes: dict[str, ServerProcess] = {}
         try:
@@ -264,13 +287,14 @@ def main(argv: list[str] | None = None) -> int:
                 planes[variant] = spawn_server([sys.executable, str(Path(__file__).resolve()),
                                                 "--serve-plane", variant, "--database-url", url])
             cells, verified = asyncio.run(measure(planes, duration=duration, warmup=warmup,
-                                                  concurrency=CONCURRENCY))
+                                                  concurrency=CONCURRENCY, rounds=rounds))
         finally:
             for sp in planes.values():
                 with contextlib.suppress(Exception):
                     sp.stop()
     doc = report(cells, verified=verified, duration=duration, warmup=warmup,
                  concurrency=CONCURRENCY)
+    doc["rounds"] = rounds
     emit_json(doc)
     return 0
 
