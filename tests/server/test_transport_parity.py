@@ -155,7 +155,9 @@ async def via_web(w: World, who: str, service: str, method: str, request: Messag
 
 
 VOLATILE = {"id", "run_id", "create_time", "update_time", "expire_time", "decide_time",
-            "start_time", "finish_time", "heartbeat_time", "token", "last_sequence"}
+            "start_time", "finish_time", "heartbeat_time", "token", "last_sequence",
+            # Hash-chain hashes cover the record's ids and times.
+            "chain_head", "prev_hash", "hash"}
 
 
 def normalized(value: Any) -> Any:
