@@ -12,9 +12,9 @@ from agents.limits import Limits
 from agents.manifest import LimitsSpec, Risk
 from airlock.v1 import admin_service_pb2 as admin_pb
 from airlock.v1 import agent_pb2, approval_pb2, run_pb2
+from airlock.v1 import audit_service_pb2 as audit_msgs
 from airlock.v1 import usage_service_pb2 as us
 from server.domain.analytics import Analytics, GroupStats, Percentiles
-from airlock.v1 import audit_service_pb2 as audit_msgs
 from server.domain.errors import InvalidArgument
 from server.domain.models import (
     Agent,
