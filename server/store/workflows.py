@@ -320,11 +320,12 @@ class WorkflowRepository(Repository):
         await self._event(wf.id, state, wf.state, reason, actor, now)
 
     async def _set_step(self, workflow_id: str, name: str, now: datetime, **values: Any) -> None:
+        """Change a step of a workflow this transaction locked (``_lock`` bumped its version)."""
         if values.get("state") in STEP_TERMINAL:
             values.setdefault("finished_at", now)
         await self._conn.execute(update(_S).where(_S.c.workflow_id == workflow_id,
                                                   _S.c.name == name).values(**values))
-        await self._touch(workflow_id, now)
+        self._unit.notify_keys.add((RUN_EVENTS, workflow_id))
 
     async def step_ended(self, run: Run, state: RunState, reason: str, now: datetime) -> None:
         """``run`` (a step) ended in ``state``: record it and advance its workflow.
@@ -345,12 +346,18 @@ class WorkflowRepository(Repository):
         await self.advance(wf, actor=actor, now=now)
 
     async def _lock(self, workflow_id: str) -> Workflow | None:
-        """The workflow row, locked (PostgreSQL), without its steps."""
-        q = select(_W).where(_W.c.id == workflow_id)
-        if self._unit.pg:
-            q = q.with_for_update()
-        row = (await self._conn.execute(q)).first()
-        return _workflow(row) if row else None
+        """The workflow row, locked until the transaction ends, without its steps.
+
+        One round trip: the UPDATE that bumps its version (every caller is about to change
+        it or one of its steps) takes the row lock and returns the row.
+        """
+        row = (await self._conn.execute(
+            update(_W).where(_W.c.id == workflow_id).values(version=_W.c.version + 1)
+            .returning(*_W.c))).first()
+        if row is None:
+            return None
+        self._unit.notify_keys.add((RUN_EVENTS, workflow_id))
+        return _workflow(row)
 
     async def lock(self, workflow_id: str) -> Workflow | None:
         """Lock the workflow row (PostgreSQL) and return it with its steps and approvals."""
@@ -362,7 +369,7 @@ class WorkflowRepository(Repository):
         """Apply the next moves of a RUNNING workflow (locked by the caller) until none is left:
         start the ready steps, or end the workflow."""
         while True:
-            steps = await self._steps(wf.id)
+            steps = await self._steps(wf.id, outputs=True)
             order = topological_order({s.name: s.plan.depends_on for s in steps})
             by_name = {s.name: s for s in steps}
             moves = next_moves({s.name: StepStatus(s.state, s.plan.depends_on, s.plan.on_failure,
@@ -373,7 +380,8 @@ class WorkflowRepository(Repository):
             if not moves.ready:
                 return
             failed_at_start = False
-            outputs: dict[str, Any] | None = None
+            # Step name -> parsed output, for the steps whose run succeeded.
+            outputs = {s.name: json.loads(s.output_json) for s in steps if s.output_json}
             for name in moves.ready:
                 p = by_name[name].plan
                 if p.gate:
@@ -383,8 +391,6 @@ class WorkflowRepository(Repository):
                     await self._set_step(wf.id, name, now, state=PENDING_APPROVAL,
                                          reason="waiting for approval", started_at=now)
                     continue
-                if outputs is None:
-                    outputs = await self._outputs(wf.id)
                 problem = ""
                 try:
                     payload = resolve(p.input_template, outputs)
@@ -406,13 +412,6 @@ class WorkflowRepository(Repository):
                                      reason="", started_at=now)
             if not failed_at_start:
                 return
-
-    async def _outputs(self, workflow_id: str) -> dict[str, Any]:
-        """Step name -> parsed output, for the steps whose run succeeded."""
-        rows = await self._conn.execute(
-            select(_S.c.name, _R.c.output_json).select_from(_S.join(_R, _R.c.id == _S.c.run_id))
-            .where(_S.c.workflow_id == workflow_id, _R.c.state == RunState.SUCCEEDED.value))
-        return {r.name: json.loads(r.output_json) for r in rows if r.output_json is not None}
 
     async def _start_run(self, wf: Workflow, p: PlannedStep, payload: Any, now: datetime) -> Run:
         assert p.limits is not None and p.output_schema is not None
