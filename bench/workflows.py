@@ -13,6 +13,9 @@ run (one clock):
   is queued in the transaction that records step k's outcome, so this is the same wake-up
   and lease, plus whatever advancing the workflow adds to that transaction.
 
+One workflow at a time by default (``--parallel``), so the executor has one sandbox running,
+as in the single-run baseline; with more, the other slot's sandbox starts compete for the CPU.
+
     python bench/workflows.py            # 30 single runs; 8 workflows of 6 steps
     python bench/workflows.py --quick    # 8 single runs; 3 workflows of 4 steps (smoke)
 
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="single runs (30)")
     p.add_argument("--workflows", type=int, default=8, help="workflows (8)")
     p.add_argument("--steps", type=int, default=6, help="steps per workflow, a chain (6)")
-    p.add_argument("--parallel", type=int, default=2, help="workflows at a time (2)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="workflows at a time (1: like the single runs, one run at a time)")
     p.add_argument("--slots", type=int, default=2, help="executor slots (2)")
     p.add_argument("--quick", action="store_true", help="8 runs; 3 workflows of 4 steps")
     args = p.parse_args(argv)
