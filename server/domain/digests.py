@@ -16,9 +16,11 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from agents.limits import Limits
+from server.domain.models import NewRun
 
 _escape = json.JSONEncoder(ensure_ascii=False).encode  # escapes exactly what RFC 8785 does
 
@@ -128,6 +130,17 @@ def action_digest(*, agent: str, version: str, image: str, capability: str, inpu
         "entrypoint": list(entrypoint) if entrypoint is not None else None,
     }
     return sha256_hex(canonical_json(doc))
+
+
+def with_digests(new: NewRun) -> NewRun:
+    """``new`` with its input and action digests: the one place a run's are taken (at
+    submit, and for a workflow's step when it starts)."""
+    if new.action_digest:
+        return new
+    return replace(new, input_sha256=input_digest(new.input_json), action_digest=action_digest(
+        agent=new.agent, version=new.version, image=new.image, capability=new.capability,
+        input_json=new.input_json, limits=new.limits, network=new.network, secrets=new.secrets,
+        entrypoint=new.entrypoint))
 
 
 def chain_hash(prev_hash: str, content: Mapping[str, Any]) -> str:

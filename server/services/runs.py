@@ -11,6 +11,7 @@ from typing import Any
 from agents.limits import LimitsRefused, resolve_limits
 from agents.manifest import CAPABILITY_RE, NAME_RE, SECRET_RE, VERSION_RE
 from server.domain.clock import Clock, utcnow
+from server.domain.digests import with_digests
 from server.domain.errors import (
     AgentNotFound,
     IdempotencyConflict,
@@ -148,7 +149,7 @@ class RunService:
         image = (f"{version.image}@{version.image_digest}"
                  if version.image_digest and "@" not in version.image else version.image)
         entrypoint = tuple(m.entrypoint) if m.entrypoint else None
-        new = NewRun(
+        new = with_digests(NewRun(
             id=new_run_id(), agent=version.agent, version=version.version, capability=cap.name,
             state=state, reason=reason, effective_risk=risk.risk, risk_reasons=tuple(risk.reasons),
             submitter=who.owner, submitter_key_id=who.key_id,
@@ -157,23 +158,25 @@ class RunService:
             limits=limits, image=image, entrypoint=entrypoint,
             output_schema=cap.output_schema, max_attempts=self.max_attempts,
             traceparent=req.traceparent, created_at=now,
-        )
+        ))
         try:
             async with self.store.transaction() as tx:
                 if quota.counted:  # counted under the owner's lock: concurrent submits queue
                     await tx.usage.lock_owner(who.owner)
                     usage = await tx.usage.owner_usage(who.owner, since=day_start(now))
                     check_usage(quota, usage, now)
+                # The record first: it opens the run's chain, so the run row is written with
+                # the head (its first event) and no second UPDATE is needed for it.
+                await tx.audit.record(actor=who.owner, action="run.submit", target=new.id, now=now,
+                                      details={"agent": f"{version.agent}@{version.version}",
+                                               "capability": cap.name, "risk": risk.risk.label,
+                                               "state": state.value,
+                                               "input_sha256": new.input_sha256,
+                                               "action_digest": new.action_digest}, run=new)
                 run = await tx.runs.insert(new, actor=who.owner)
                 if pending:
                     await tx.approvals.open(run.id, required=rule.approvals, now=now,
                                             expires_at=now + rule.expires_after)
-                await tx.audit.record(actor=who.owner, action="run.submit", target=run.id, now=now,
-                                      details={"agent": f"{version.agent}@{version.version}",
-                                               "capability": cap.name, "risk": risk.risk.label,
-                                               "state": state.value,
-                                               "input_sha256": run.input_sha256,
-                                               "action_digest": run.action_digest}, run=run)
         except Duplicate:
             # A concurrent submit with the same key won the race; answer as if we came second.
             async with self.store.read() as tx:

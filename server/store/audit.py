@@ -16,7 +16,7 @@ from sqlalchemy.engine import Row
 
 from server.domain.chain import AUDIT_CHAIN, audit_content, run_chain
 from server.domain.digests import chain_hash
-from server.domain.models import AuditEntry, Run
+from server.domain.models import AuditEntry, NewRun, Run
 from server.store import tables as t
 from server.store.base import Repository
 
@@ -37,12 +37,13 @@ class AuditRepository(Repository):
     __slots__ = ()
 
     async def record(self, *, actor: str, action: str, target: str, now: datetime,
-                     details: dict[str, Any] | None = None, run: Run | None = None) -> None:
+                     details: dict[str, Any] | None = None, run: Run | NewRun | None = None
+                     ) -> None:
         """Append a record; ``run``: it is about that run (read under its lock in this
-        transaction), so it goes on the run's chain."""
+        transaction, or about to be inserted by it), so it goes on the run's chain."""
         if run is not None:
             chain = run_chain(run.id)
-            stored = (run.chain_seq, run.chain_head)
+            stored = (run.chain_seq, run.chain_head) if isinstance(run, Run) else (0, "")
         else:
             chain = AUDIT_CHAIN
             stored = (await self._head(chain)) if chain not in self._unit.chain_heads else (0, "")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agents.limits import Limits
 from agents.manifest import Risk
-from server.domain.digests import action_digest, input_digest, logs_digest, output_digest
+from server.domain.digests import logs_digest, output_digest, with_digests
 from server.domain.errors import IllegalTransition
 from server.domain.models import AttemptResult, NewRun, Run, RunResult
 from server.domain.states import OUTCOME_STATES, RunState, check_transition
@@ -165,14 +165,7 @@ class RunRepository(Repository):
         Raises ``Duplicate`` when the (submitter, idempotency key) pair exists; the transaction
         stays usable (with a key, the insert runs in a savepoint).
         """
-        # The digests are taken here, the one place every run (submitted alone or a
-        # workflow's step) is created.
-        new = replace(new, input_sha256=input_digest(new.input_json),
-                      action_digest=action_digest(
-                          agent=new.agent, version=new.version, image=new.image,
-                          capability=new.capability, input_json=new.input_json,
-                          limits=new.limits, network=new.network, secrets=new.secrets,
-                          entrypoint=new.entrypoint))
+        new = with_digests(new)  # a workflow's step comes without them
         params = _insert_params(new)
         # The submit event is linked first, so the run row is written with its chain head.
         blank = _run_of_new(new)
