@@ -303,3 +303,50 @@ async def test_concurrent_submitters_and_approvers_leave_a_chain_that_verifies(
     v = await verify(admin)
     assert v.ok, v.problem
     assert v.runs_checked == 100
+
+
+async def test_migration_digests_and_chains_rows_written_before_it(db_url: str) -> None:
+    """Rows written before i15_audit_trail: taken down to the revision before it (the chain
+    columns dropped) and up again, they are digested and chained in write order, and verify."""
+    from datetime import timedelta
+
+    from server.domain.models import AttemptResult
+    from server.domain.states import RunState
+    from server.store.migrate import downgrade, upgrade
+    from tests.conftest import start_plane
+
+    plane = await start_plane(db_url)
+    try:
+        w = await make_world(plane)
+        store = plane.cp.store
+        now = plane.cp.clock()
+        async with store.transaction() as tx:  # the approved run runs and succeeds
+            run = await tx.runs.get(w.approved, lock=True)
+            assert run is not None
+            run = await tx.runs.lease(run, executor_id="ex-1", now=now,
+                                      until=now + timedelta(seconds=30))
+            await tx.runs.record_outcome(run, RunState.SUCCEEDED, reason="done", actor="ex-1",
+                                         now=now, result=AttemptResult(
+                                             output_json='{"b": 1.0, "a": [1, "x"]}',
+                                             logs=b"line\n"))
+        before = {r: await get_run(w.alice, r) for r in (w.approved, w.rejected, w.critical)}
+        token = plane.cp.admin_token
+    finally:
+        await plane.close()
+    await asyncio.to_thread(downgrade, db_url, "i15_audit_trail-1")
+    await asyncio.to_thread(upgrade, db_url)
+    plane = await start_plane(db_url)
+    try:
+        admin = plane.client(token, "admin")
+        v = await verify(admin)
+        assert v.ok, v.problem
+        assert v.runs_checked == 4
+        for run_id, old in before.items():
+            new = await get_run(admin, run_id)
+            assert (new.action_digest, new.input_sha256) == (old.action_digest, old.input_sha256)
+            assert new.chain_sequence == old.chain_sequence and new.chain_head
+        done = await get_run(admin, w.approved)
+        assert done.output_sha256 == hashlib.sha256(b'{"a":[1,"x"],"b":1}').hexdigest()
+        assert done.logs_sha256 == hashlib.sha256(b"line\n").hexdigest()
+    finally:
+        await plane.close()
