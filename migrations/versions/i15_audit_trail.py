@@ -55,12 +55,17 @@ _NEW = [
 ]
 
 
+# The runs' digests and head have server defaults (rows seeded behind the store stay valid).
+_SERVER_DEFAULT: dict[tuple[str, str], Any] = {
+    ("runs", c): "0" if c == "chain_seq" else sa.text("''") for t, c, _, _ in _NEW if t == "runs"}
+
+
 def upgrade() -> None:
-    # Added nullable, filled, then made NOT NULL: no server default stays behind (the
-    # schema's defaults are the application's).
+    # Added nullable, filled, then made NOT NULL.
     for table, col, type_, _ in _NEW:
         with op.batch_alter_table(table, schema=None) as b:
-            b.add_column(sa.Column(col, type_, nullable=True))
+            b.add_column(sa.Column(col, type_, nullable=True,
+                                   server_default=_SERVER_DEFAULT.get((table, col))))
     op.create_table(
         "chain_heads",
         sa.Column("name", sa.String(length=60), nullable=False),
@@ -71,7 +76,8 @@ def upgrade() -> None:
     _backfill(op.get_bind())
     for table, col, type_, _ in _NEW:
         with op.batch_alter_table(table, schema=None) as b:
-            b.alter_column(col, existing_type=type_, nullable=False)
+            b.alter_column(col, existing_type=type_, nullable=False,
+                           existing_server_default=_SERVER_DEFAULT.get((table, col)))
     with op.batch_alter_table("audit_log", schema=None) as b:
         b.create_index("ix_audit_log_chain", ["chain", "chain_seq"], unique=False)
         b.create_index("ix_audit_log_at", ["at"], unique=False)

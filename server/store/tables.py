@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -147,13 +148,15 @@ runs = Table(
     Column("workflow_step", String(63), nullable=True),
     # Digests (hex SHA-256, server/domain/digests.py): of the canonical input, of everything
     # that decides what the run does (what approvals are given for), of the output and logs.
-    Column("input_sha256", String(64), nullable=False, default=""),
-    Column("action_digest", String(64), nullable=False, default=""),
-    Column("output_sha256", String(64), nullable=False, default=""),
-    Column("logs_sha256", String(64), nullable=False, default=""),
+    # (Server defaults: a row inserted behind the store, e.g. seeded, is valid, and unchained:
+    # the verifier reports it.)
+    Column("input_sha256", String(64), nullable=False, server_default=text("''")),
+    Column("action_digest", String(64), nullable=False, server_default=text("''")),
+    Column("output_sha256", String(64), nullable=False, server_default=text("''")),
+    Column("logs_sha256", String(64), nullable=False, server_default=text("''")),
     # Head of the run's hash chain (its events and audit records, server/store/chain.py).
-    Column("chain_seq", Integer, nullable=False, default=0),
-    Column("chain_head", String(64), nullable=False, default=""),
+    Column("chain_seq", Integer, nullable=False, server_default="0"),
+    Column("chain_head", String(64), nullable=False, server_default=text("''")),
     UniqueConstraint("submitter", "idempotency_key", name="uq_runs_submitter_idempotency_key"),
     Index("ix_runs_state_created", "state", "created_at"),
     Index("ix_runs_agent_created", "agent_name", "created_at"),
