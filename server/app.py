@@ -23,6 +23,7 @@ from server.services.usage import UsageService
 from server.services.workflows import WorkflowService
 from server.settings import ServerSettings
 from server.store import Store, make_engine
+from server.store.duties import DutyLock
 from server.store.migrate import upgrade
 from server.store.notify import Notifier, PgListener
 from server.telemetry import (
@@ -81,12 +82,37 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
+async def prepare_database(settings: ServerSettings) -> str | None:
+    """What must happen once before several serving processes start (``server.supervisor``):
+    the migrations (when ``migrate_on_start``) and the first admin key, whose token is
+    returned (and written to ``admin_token_file`` when set); None if an admin exists."""
+    url = settings.database_url.get_secret_value()
+    ensure_sqlite_dir(url)
+    if settings.migrate_on_start:
+        await asyncio.to_thread(upgrade, url)
+    store = Store(make_engine(url=url, pool_size=1))
+    try:
+        token = await AdminService(store).ensure_first_admin()
+    finally:
+        await store.dispose()
+    if token and settings.admin_token_file:
+        ControlPlane._write_token(settings.admin_token_file, token)
+    return token
+
+
 class ControlPlane:
-    """Start with ``await cp.start()``, stop with ``await cp.stop()`` (idempotent)."""
+    """Start with ``await cp.start()``, stop with ``await cp.stop()`` (idempotent).
+
+    ``reuse_port``: bind the gRPC and HTTP ports with ``SO_REUSEPORT``, so that several
+    serving processes share them (``server.supervisor``); the kernel spreads connections.
+    The once-only duties (approval expiry and executor retention sweeps, the queue-depth
+    gauge) run in one process at a time: the holder of ``server.store.duties.DutyLock``.
+    """
 
     def __init__(self, settings: ServerSettings, *, policy: Policy | None = None,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port
         self.policy = policy or (Policy.load(settings.policy_file) if settings.policy_file else Policy())
         if policy is not None:
             self.policy_source = "given by the caller"
@@ -102,6 +128,8 @@ class ControlPlane:
         self.database_ok = True  # what the database health check last found
         self._tasks: list[asyncio.Task[None]] = []
         self._db_check: asyncio.Task[None] | None = None
+        self._duty_lock: DutyLock | None = None
+        self.duty_holder = False  # this process does the once-only duties right now
         self._stopped = False
         self.nats_submit: NatsSubmitResponder | None = None  # SubmitRun over NATS, when configured
         self._telemetry: list[TelemetryHandle] = []
@@ -129,14 +157,15 @@ class ControlPlane:
         self._telemetry = setup_telemetry("airlock-server", self.settings.otlp_endpoint)
         self.server, self.health = build_server(self.services,
                                                 max_message_bytes=self.settings.max_message_bytes,
-                                                extra_interceptors=server_interceptors())
+                                                extra_interceptors=server_interceptors(),
+                                                reuse_port=self.reuse_port)
         self.grpc_port = self._bind()
         set_server_address(self.settings.grpc_listen.rpartition(":")[0], self.grpc_port)
         await self.server.start()
         await set_serving(self.health, True)
         if self.settings.http_enabled:
             web = build_web_app(self.services, self.settings)
-            self.http = WebServer(web, self.settings.http_listen)
+            self.http = WebServer(web, self.settings.http_listen, reuse_port=self.reuse_port)
             try:
                 await self.http.start()
             except BaseException:  # e.g. the port is taken: release what already started
@@ -144,11 +173,18 @@ class ControlPlane:
                 await self.stop(0)
                 raise
             log.info("gRPC-Web and UI on http://%s", self.http_address)
-        # Expire overdue approvals now (correct after a restart), then keep sweeping.
-        expired = await self.services.approvals.expire_due()
-        log.info("start-up sweep: %d overdue approval(s) expired", expired)
-        await self.services.workflows.sweep()
-        self._tasks.append(asyncio.create_task(self._sweep(), name="approval-expiry"))
+        # The once-only duties: whoever holds the lock expires overdue approvals (of runs and
+        # workflows) now (correct after a restart), then keeps sweeping; the others keep
+        # trying to take it over.
+        if self.store.dialect == "postgresql":
+            from server.store.engine import sync_url
+
+            self._duty_lock = DutyLock(sync_url(self.url))
+        if await self._take_duties():
+            expired = await self.services.approvals.expire_due()
+            log.info("start-up sweep: %d overdue approval(s) expired", expired)
+            await self.services.workflows.sweep()
+        self._tasks.append(asyncio.create_task(self._duties(), name="once-only-duties"))
         self._db_check = asyncio.create_task(self._check_database(), name="database-health")
         # Optional parts: SubmitRun over NATS, and the queue-depth metric when metrics are on.
         if self.settings.nats_url is not None:
@@ -156,8 +192,6 @@ class ControlPlane:
             self.nats_submit = NatsSubmitResponder(self.services, servers,
                                                    subject=self.settings.nats_submit_subject)
             self.nats_submit.start()
-        if metrics_enabled():
-            self._tasks.append(asyncio.create_task(self._sample_queue(), name="queue-depth"))
         log.info("gRPC listening on %s", self.grpc_address)
 
     @property
@@ -187,11 +221,34 @@ class ControlPlane:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
 
-    async def _sweep(self) -> None:
-        next_fleet_sweep = 0.0
+    async def _take_duties(self) -> bool:
+        """Whether this process holds the once-only duties now (taking them if free)."""
+        was = self.duty_holder
+        if self._duty_lock is None:  # SQLite: one process, always the holder
+            self.duty_holder = True
+        elif was:
+            self.duty_holder = await self._duty_lock.still_held()
+        else:
+            self.duty_holder = await self._duty_lock.try_take()
+        if self.duty_holder and not was:
+            log.info("serving process %d holds the once-only duties (approval and workflow expiry and "
+                     "executor retention sweeps, queue-depth gauge)", os.getpid())
+        elif was and not self.duty_holder:
+            log.warning("serving process %d lost the duty lock (its database connection "
+                        "ended); another process takes the duties over", os.getpid())
+        return self.duty_holder
+
+    async def _duties(self) -> None:
+        """Every ``expiry_sweep_seconds``: check (or try to take) the duty lock, and while
+        holding it expire overdue approvals, drop old executors (once a minute) and sample the
+        queue depth (every 5 s, when metrics are on)."""
+        next_fleet_sweep = next_queue_sample = 0.0
         while True:
             await asyncio.sleep(self.settings.expiry_sweep_seconds)
             try:
+                if not await self._take_duties():
+                    next_fleet_sweep = 0.0
+                    continue
                 n = await self.services.approvals.expire_due()
                 if n:
                     log.info("expired %d approval(s)", n)
@@ -204,6 +261,9 @@ class ControlPlane:
                     if dropped:
                         log.info("dropped %d stopped or lost executor(s) past their retention "
                                  "(AIRLOCK_EXECUTOR_RETENTION_SECONDS)", dropped)
+                if metrics_enabled() and time.monotonic() >= next_queue_sample:
+                    next_queue_sample = time.monotonic() + 5.0
+                    await self._sample_queue()
             except Exception:  # a database blip must not end the sweeper
                 log.exception("background sweep failed")
 
@@ -238,14 +298,12 @@ class ControlPlane:
 
     async def _sample_queue(self) -> None:
         """Sample the queue depth for the metrics gauge (the gauge callback cannot query)."""
-        while True:
-            try:
-                async with self.store.read() as tx:
-                    for state in (RunState.QUEUED, RunState.PENDING_APPROVAL):
-                        metrics_api().set_queue_depth(state.value, await tx.runs.count(state))
-            except Exception:
-                log.debug("queue depth sample failed", exc_info=True)
-            await asyncio.sleep(5.0)
+        try:
+            async with self.store.read() as tx:
+                for state in (RunState.QUEUED, RunState.PENDING_APPROVAL):
+                    metrics_api().set_queue_depth(state.value, await tx.runs.count(state))
+        except Exception:
+            log.debug("queue depth sample failed", exc_info=True)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Health NOT_SERVING -> stop HTTP, then gRPC, with grace -> cancel tasks -> close the DB."""
@@ -269,6 +327,8 @@ class ControlPlane:
             await self.nats_submit.stop(grace)
         if self._listener is not None:
             await self._listener.stop()
+        if self._duty_lock is not None:  # another process may take the duties over now
+            await self._duty_lock.release()
         await self.store.dispose()
         for h in self._telemetry:
             h.shutdown()

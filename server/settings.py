@@ -53,7 +53,12 @@ class ServerSettings(CommonSettings):
     """Settings of ``airlock serve`` (and the control-plane part of ``airlock dev``)."""
 
     db_pool_size: int = Field(default=20, ge=1, le=500,
-                              description="PostgreSQL connections this process keeps at most")
+                              description="PostgreSQL connections each serving process keeps "
+                              "at most")
+    serve_processes: int = Field(
+        default=0, ge=0, le=256,
+        description="serving processes of `airlock serve`, sharing its ports (each a full gRPC "
+        "and HTTP server); 0: one per CPU core on PostgreSQL. SQLite always uses 1")
     grpc_listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server")
     http_listen: str = Field(default="127.0.0.1:8080", description="host:port of gRPC-Web and the UI")
     http_enabled: bool = Field(default=True, description="serve gRPC-Web and the UI on http_listen")

@@ -156,12 +156,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 def build_server(services: Services, *, max_message_bytes: int,
                  extra_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+                 reuse_port: bool = False,
                  ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """``reuse_port``: several serving processes bind the same port (off by default, so a
+    second server on a taken port fails instead of silently sharing it)."""
     server = grpc.aio.server(
         interceptors=[*(extra_interceptors or []), AuthInterceptor(services.admin)],
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", max_message_bytes),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     server.add_generic_rpc_handlers(generic_handlers(services))
     health_servicer = health.aio.HealthServicer()

@@ -570,9 +570,10 @@ def split_host_port(listen: str) -> tuple[str, int]:
 class WebServer:
     """Serves a :class:`WebApp` on uvicorn as a task of the running loop; port 0 is supported."""
 
-    def __init__(self, app: WebApp, listen: str) -> None:
+    def __init__(self, app: WebApp, listen: str, *, reuse_port: bool = False) -> None:
         self.app = app
         self.host, self.port = split_host_port(listen)
+        self.reuse_port = reuse_port  # SO_REUSEPORT: several serving processes share the port
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -586,6 +587,8 @@ class WebServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
         except OSError:
             sock.close()

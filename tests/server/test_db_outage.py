@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import json
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import grpc
 import httpx
@@ -35,11 +30,11 @@ from airlock.v1 import run_service_pb2 as rs
 from server.app import DB_CHECK_DOWN_SECONDS, DB_CHECK_SECONDS
 from server.domain.errors import DatabaseUnavailable
 from server.store.engine import CONNECT_TIMEOUT_SECONDS
-from server.store.migrate import upgrade
 from server.store.notify import APPROVALS
 from server.store.store import PING_TIMEOUT_SECONDS
 from tests.conftest import Plane, manifest_text, start_plane
 from tests.helpers.api import expect_code, get_run, register, submit
+from tests.helpers.private_pg import PrivatePg
 from tests.helpers.requirements import require
 from tests.helpers.wait import assert_eventually, wait_for_condition
 from tests.helpers.web import WebClient
@@ -57,17 +52,6 @@ DOWN_BOUND = DB_CHECK_SECONDS + PING_TIMEOUT_SECONDS + SLACK
 UP_BOUND = DB_CHECK_DOWN_SECONDS + PING_TIMEOUT_SECONDS + SLACK
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _nats_reachable() -> str | None:
     host, _, port = SHARED_NATS.removeprefix("nats://").partition(":")
     try:
@@ -75,73 +59,6 @@ def _nats_reachable() -> str | None:
             return None
     except OSError as e:
         return f"NATS not reachable at {SHARED_NATS}: {e}"
-
-
-class PrivatePg:
-    """A throw-away PostgreSQL cluster run as the ``postgres`` OS user on a free port."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="airlock-pg-outage-"))
-        self.data = self.root / "data"
-        self.port = _free_port()
-        shutil.chown(self.root, "postgres", "postgres")
-        self._as_postgres(str(bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-                          "-U", "postgres", "--no-sync", "-E", "UTF8")
-        self.running = False
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, *argv: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True,
-                       capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.root} -c fsync=off")
-        self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
-                          "-l", str(self.root / "log"), "-w", "-t", "60", "start")
-        self.running = True
-
-    def stop(self) -> None:
-        """Stop at once, as a crash or a failover would (no clean shutdown of clients)."""
-        self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                          "-w", "stop")
-        self.running = False
-
-    def remove(self) -> None:
-        if self.running:
-            with contextlib.suppress(subprocess.SubprocessError):
-                self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePg]:
-    bindir = _pg_bin()
-    require("PostgreSQL server binaries", None if bindir else "no /usr/lib/postgresql/*/bin/pg_ctl")
-    require("the postgres OS user", None if shutil.which("runuser") and _has_user("postgres")
-            else "runuser or the postgres user is missing")
-    assert bindir is not None
-    pg = PrivatePg(bindir)
-    try:
-        pg.start()
-        upgrade(pg.url)
-        yield pg
-    finally:
-        pg.remove()
-
-
-def _has_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture
