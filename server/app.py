@@ -150,6 +150,10 @@ class ControlPlane:
 
             self._listener = PgListener(sync_url(self.url), notifier)
             self._listener.start()
+            # Registry reads from memory only while LISTEN runs: it carries the invalidations.
+            self.store.registry_cache.enable(self._listener.ready.is_set)
+        else:
+            self.store.registry_cache.enable(lambda: True)  # one process; commits invalidate
         self.admin_token = await self.services.admin.ensure_first_admin()
         if self.admin_token and self.settings.admin_token_file:
             self._write_token(self.settings.admin_token_file, self.admin_token)

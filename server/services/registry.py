@@ -93,8 +93,7 @@ class RegistryService:
 
     async def get_agent(self, name: str) -> tuple[Agent, list[AgentVersion]]:
         require("name", name, pattern=NAME_RE, max_len=63)
-        async with self.store.read() as tx:
-            found = await tx.registry.get_agent_and_versions(name)
+        found = await self.store.agent_and_versions(name)
         if found is None:
             raise AgentNotFound(name)
         return found
@@ -102,8 +101,8 @@ class RegistryService:
     async def get_version(self, name: str, version: str) -> AgentVersion:
         require("name", name, pattern=NAME_RE, max_len=63)
         check("version", version, pattern=VERSION_RE, max_len=64)
-        async with self.store.read() as tx:
-            v = await tx.registry.get_version(name, version)
+        found = await self.store.agent_and_versions(name)
+        v = pick_version(found[1], version) if found else None
         if v is None:
             raise AgentNotFound(name, version or None)
         return v
@@ -140,6 +139,13 @@ class RegistryService:
             v = await tx.registry.get_version(name, version)
         assert v is not None
         return v
+
+
+def pick_version(versions: list[AgentVersion], version: str) -> AgentVersion | None:
+    """``version`` among ``versions`` (oldest first); ``""``: the newest not deprecated."""
+    if version:
+        return next((v for v in versions if v.version == version), None)
+    return next((v for v in reversed(versions) if not v.deprecated), None)
 
 
 def search_terms(search: str) -> list[str]:

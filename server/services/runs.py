@@ -28,6 +28,7 @@ from server.domain.quotas import check_limits, check_usage, day_start
 from server.domain.states import RunState
 from server.ids import new_run_id
 from server.services.input_check import check_input_bounded
+from server.services.registry import pick_version
 from server.services.validation import Paging, check, parse_json, require
 from server.store import Duplicate, Store, Tx
 from server.store.notify import RUN_EVENTS
@@ -112,9 +113,9 @@ class RunService:
                 existing = await tx.runs.find_by_idempotency_key(who.owner, req.idempotency_key)
             if existing is not None:
                 return self._dedupe(existing, req.idempotency_key, digest)
-        async with self.store.read() as tx:
-            version = await tx.registry.get_version(req.agent, req.version)
-            exists = version is not None or bool(not req.version and await tx.registry.get_agent(req.agent))
+        found = await self.store.agent_and_versions(req.agent)  # cached, kept fresh by NOTIFY
+        version = pick_version(found[1], req.version) if found else None
+        exists = version is not None or bool(not req.version and found)
         if version is None:
             raise NoLiveVersion(req.agent) if exists else AgentNotFound(req.agent, req.version or None)
         if version.deprecated:

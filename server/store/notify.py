@@ -16,11 +16,14 @@ import contextlib
 import logging
 import weakref
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("airlock_run_events", "airlock_runs_queued", "airlock_approvals")
-RUN_EVENTS, RUNS_QUEUED, APPROVALS = CHANNELS
+CHANNELS = ("airlock_run_events", "airlock_runs_queued", "airlock_approvals", "airlock_registry")
+# REGISTRY's key is the agent whose versions changed (registered, deprecated): every process
+# drops that agent from its registry read cache (``server.store.registry_cache``).
+RUN_EVENTS, RUNS_QUEUED, APPROVALS, REGISTRY = CHANNELS
 
 
 class Notifier:
@@ -34,6 +37,12 @@ class Notifier:
         # that a watch stream is live (waiting for the next commit) rather than guess with a
         # sleep.
         self._waiting: Counter[str] = Counter()
+        self._callbacks: dict[str, list[Callable[[str | None], None]]] = defaultdict(list)
+
+    def subscribe(self, channel: str, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(key)`` on every publish of ``channel`` (key None: the whole channel),
+        before its waiters wake; for caches that must forget what a commit changed."""
+        self._callbacks[channel].append(callback)
 
     def token(self, channel: str, key: str | None = None) -> asyncio.Event:
         """What to wait on for the next publish of ``channel`` (of its ``key`` only, if given)."""
@@ -46,6 +55,8 @@ class Notifier:
 
     def publish(self, channel: str, key: str | None = None) -> None:
         """Wake the waiters of ``channel`` and of ``key`` (of all its keys when None)."""
+        for callback in self._callbacks.get(channel, ()):
+            callback(key)
         ev = self._events.pop(channel, None)
         if ev is not None:
             ev.set()

@@ -14,6 +14,7 @@ from agents.manifest import Manifest, Risk, parse_manifest
 from server.domain.models import Agent, AgentVersion
 from server.store import tables as t
 from server.store.base import Repository
+from server.store.notify import REGISTRY
 
 _AV = t.agent_versions
 _AG = t.agents
@@ -96,11 +97,17 @@ class RegistryRepository(Repository):
     async def add_agent(self, *, name: str, description: str, by: str, now: datetime) -> None:
         await self._conn.execute(
             insert(_AG).values(name=name, description=description, created_at=now, created_by=by))
+        self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        """After the commit, every process drops ``name`` from its registry read cache."""
+        self._unit.notify_keys.add((REGISTRY, name))
 
     async def describe_agent(self, name: str, description: str) -> None:
         """Replace the agent's description (the newest registered manifest's)."""
         await self._conn.execute(
             update(_AG).where(_AG.c.name == name).values(description=description))
+        self._changed(name)
 
     async def list_agents(self, *, prefix: str = "", capability: str = "",
                           terms: Sequence[str] = (), after: str = "", limit: int) -> list[Agent]:
@@ -156,8 +163,10 @@ class RegistryRepository(Repository):
         await self._conn.execute(insert(_AC), [
             {"version_id": version_id, "name": c.name, "description": c.description}
             for c in v.manifest.capabilities])
+        self._changed(v.agent)
 
     async def deprecate_version(self, name: str, version: str, reason: str) -> None:
         await self._conn.execute(
             update(_AV).where(_AV.c.agent_name == name, _AV.c.version == version)
             .values(deprecated=True, deprecation_reason=reason))
+        self._changed(name)

@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.domain.errors import DatabaseUnavailable
+from server.domain.models import Agent, AgentVersion
 from server.store.analytics import AnalyticsRepository
 from server.store.approvals import ApprovalRepository
 from server.store.audit import AuditRepository
@@ -38,6 +39,7 @@ from server.store.fleet import FleetRepository
 from server.store.keys import KeyRepository
 from server.store.notify import Notifier
 from server.store.registry import RegistryRepository
+from server.store.registry_cache import RegistryCache
 from server.store.runs import RunRepository
 from server.store.usage import UsageRepository
 from server.store.workflows import WorkflowRepository
@@ -125,6 +127,21 @@ class Store:
                              if self.dialect == "postgresql" else engine)
         # Set on every DatabaseUnavailable raised; the control plane's health check waits on it.
         self.unavailable_seen = asyncio.Event()
+        # Off until the control plane enables it (on PostgreSQL: while its LISTEN is up).
+        self.registry_cache = RegistryCache(self.notifier)
+
+    async def agent_and_versions(self, name: str) -> tuple[Agent, list[AgentVersion]] | None:
+        """The agent and its versions, oldest first; from the registry cache when it has them."""
+        cache = self.registry_cache
+        hit = cache.get(name)
+        if hit is not None:
+            return hit[0], list(hit[1])
+        generation = cache.generation
+        async with self.read() as tx:
+            found = await tx.registry.get_agent_and_versions(name)
+        if found is not None:
+            cache.put(name, (found[0], tuple(found[1])), generation)
+        return found
 
     def _unavailable(self, e: BaseException) -> DatabaseUnavailable:
         self.unavailable_seen.set()

@@ -20,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from airlock.v1 import registry_service_pb2 as reg
 from airlock.v1 import run_pb2 as rp
 from airlock.v1 import run_service_pb2 as rs
 from server.domain.errors import DatabaseUnavailable
@@ -55,6 +56,11 @@ def env_for(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
             "AIRLOCK_EXPIRY_SWEEP_SECONDS": "0.2", **extra}
 
 
+async def versions(c: Client) -> list[str]:
+    resp = await c.registry.GetAgent(reg.GetAgentRequest(name="echo"), metadata=c.md)
+    return [v.version for v in resp.versions]
+
+
 async def health(c: Client) -> int:
     resp = await health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest())
     return int(resp.status)
@@ -81,6 +87,14 @@ async def test_calls_succeed_on_every_serving_process(pg_url: str, tmp_path: Pat
                                                         page_token=page.next_page_token),
                                      metadata=b.md)
         assert len(rest.runs) == 1 and rest.runs[0].id != page.runs[0].id
+        # A registry change through one process reaches every other one's registry cache
+        # (each read the agent just above, at submit) by LISTEN/NOTIFY.
+        await register(a, manifest_text("echo", "1.1.0"))
+        for c in per.values():
+            await assert_eventually(lambda c=c: versions(c),  # type: ignore[misc]
+                                    lambda v: v == ["1.0.0", "1.1.0"],
+                                    what="the new version on every process")
+            assert (await submit(c)).run.version == "1.1.0"
         # The HTTP port is shared the same way.
         assert http_status_per_process(served.http_address, "/healthz", pids) == {
             p: 200 for p in pids}
