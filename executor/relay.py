@@ -312,11 +312,12 @@ class Relay:
         """The audit trail's head as published: every chain's head digested (the value
         ``VerifyAuditTrail`` answers as chain_digest), with the ``audit`` chain's own head."""
         async with self.store.snapshot() as tx:
-            heads: list[tuple[str, int, str]] = await tx.runs.chain_heads()
-            audit = await tx.audit.stored_head(AUDIT_CHAIN)
-        heads.append((AUDIT_CHAIN, *audit))
-        return {"time": self.clock().isoformat().replace("+00:00", "Z"), "runs": len(heads) - 1,
-                "chain_digest": heads_digest(heads), "audit_chain_sequence": audit[0],
+            runs: list[tuple[str, int, str]] = await tx.runs.chain_heads()
+            others = await tx.audit.other_chains()
+        audit = next(((seq, h) for name, seq, h in others if name == AUDIT_CHAIN), (0, ""))
+        return {"time": self.clock().isoformat().replace("+00:00", "Z"), "runs": len(runs),
+                "chains": len(runs) + len(others),
+                "chain_digest": heads_digest([*runs, *others]), "audit_chain_sequence": audit[0],
                 "audit_chain_head": audit[1]}
 
     async def publish_audit_head(self) -> dict[str, Any]:

@@ -4,8 +4,10 @@ Ordering: every record belongs to one chain. A run's events and the audit record
 run (submit, cancel, decisions, expiry, an executor's refusal) form the chain
 ``run:<run id>``, ordered by the run's own lock (the run row is held ``FOR UPDATE`` on
 PostgreSQL, SQLite has one writer), so writers of different runs never wait for each other.
-Audit records about no run (keys, agent versions) form the chain ``audit``, whose head row
-is locked by each writer: those are rare administrative acts. Each record carries its
+Audit records about a workflow form its chain ``workflow:<id>``; the rest (keys, agent
+versions) the chain ``audit``. Their heads are rows of ``chain_heads``, locked by each writer
+(a workflow's writers already hold the workflow; the ``audit`` chain's are rare
+administrative acts). Each record carries its
 position (``chain_seq``, from 1), the previous record's hash (``prev_hash``, "" for the first)
 and its own ``hash = SHA-256(prev_hash + canonical JSON of its content)``; the chain's head
 (position and hash) is kept on the run's row (``runs.chain_seq``/``chain_head``) or in
@@ -38,6 +40,15 @@ AUDIT_CHAIN = "audit"
 
 def run_chain(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+def chain_of_target(target: str) -> str:
+    """The chain of an audit record about no run: its workflow's (``workflow:<id>``, for the
+    workflow and its steps' approvals: writers of one workflow already hold its row), else
+    ``audit`` (keys, agent versions: rare administrative acts)."""
+    if target.startswith("wf_"):
+        return f"workflow:{target.split('/', 1)[0]}"
+    return AUDIT_CHAIN
 
 
 def heads_digest(heads: Iterable[Sequence[object]]) -> str:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.domain.chain import (
-    AUDIT_CHAIN,
     Problem,
     check_chain,
     check_run,
@@ -110,16 +109,25 @@ class AuditService:
             return Verification(None, runs, records, heads_digest(heads),
                                 self.clock())
         async with self.store.snapshot() as tx:
-            entries = (await tx.audit.of_chains([AUDIT_CHAIN]))[AUDIT_CHAIN]
-            seq, head = await tx.audit.stored_head(AUDIT_CHAIN)
+            others = await tx.audit.other_chains()
             orphans = await tx.audit.orphan_run_chains()
-        records += len(entries)
-        problem = check_chain(AUDIT_CHAIN, entries, head_seq=seq, head_hash=head,
-                              head_name="chain_heads 'audit'")
+        problem = None
+        for i in range(0, len(others), VERIFY_PAGE):
+            chunk = others[i:i + VERIFY_PAGE]
+            async with self.store.snapshot() as tx:
+                entries = await tx.audit.of_chains([name for name, _, _ in chunk])
+            for name, seq, head in chunk:
+                records += len(entries[name])
+                problem = check_chain(name, entries[name], head_seq=seq, head_hash=head,
+                                      head_name=f"chain_heads {name!r}")
+                if problem:
+                    break
+                heads.append([name, seq, head])
+            if problem:
+                break
         if problem is None and orphans:
             o = orphans[0]
             problem = Problem(f"audit_log #{o.id} ({o.action} on {o.target})", o.target,
                               f"its run {o.target} is gone (the run and its events were deleted)")
-        heads.append([AUDIT_CHAIN, seq, head])
         digest = "" if problem else heads_digest(heads)
         return Verification(problem, runs, records, digest, self.clock())

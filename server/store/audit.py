@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
-from server.domain.chain import AUDIT_CHAIN, audit_content, run_chain
+from server.domain.chain import audit_content, chain_of_target, run_chain
 from server.domain.digests import chain_hash
 from server.domain.models import AuditEntry, NewRun, Run
 from server.store import tables as t
@@ -45,7 +45,7 @@ class AuditRepository(Repository):
             chain = run_chain(run.id)
             stored = (run.chain_seq, run.chain_head) if isinstance(run, Run) else (0, "")
         else:
-            chain = AUDIT_CHAIN
+            chain = chain_of_target(target)
             stored = (await self._head(chain)) if chain not in self._unit.chain_heads else (0, "")
         seq, prev = self._unit.next_link(chain, stored)
         e = AuditEntry(id=0, at=now, actor=actor, action=action, target=target,
@@ -67,6 +67,16 @@ class AuditRepository(Repository):
 
     async def store_head(self, chain: str, seq: int, head: str) -> None:
         await self._conn.execute(update(_H).where(_H.c.name == chain).values(seq=seq, hash=head))
+
+    async def other_chains(self) -> list[tuple[str, int, str]]:
+        """(name, position, hash) of every chain that is not a run's, by name: those with a
+        head row, and any that has records but no head (the verifier reports it)."""
+        heads = {r.name: (int(r.seq), str(r.hash)) for r in await self._conn.execute(
+            select(_H.c.name, _H.c.seq, _H.c.hash))}
+        for r in await self._conn.execute(select(_L.c.chain).distinct().where(
+                ~_L.c.chain.startswith("run:"))):
+            heads.setdefault(r.chain, (0, ""))
+        return [(name, *heads[name]) for name in sorted(heads)]
 
     async def stored_head(self, chain: str) -> tuple[int, str]:
         row = (await self._conn.execute(

@@ -350,3 +350,27 @@ async def test_migration_digests_and_chains_rows_written_before_it(db_url: str) 
         assert done.logs_sha256 == hashlib.sha256(b"line\n").hexdigest()
     finally:
         await plane.close()
+
+
+async def test_workflow_records_are_on_their_own_chain(plane: Plane, db: sa.Engine) -> None:
+    """A workflow's audit records chain per workflow (no global lock for its writers); its
+    step runs carry digests; an edited workflow record is named."""
+    from tests.helpers.workflows import approve_workflow, spec, step, submit_workflow
+
+    w = await make_world(plane)
+    flow = (await submit_workflow(w.alice, spec(step("a", "risky", "echo", {"text": "x"}),
+                                                step("b", "echo", "echo", {"text": "y"},
+                                                     after=("a",))))).workflow
+    await approve_workflow(w.bob, flow.id)
+    records = await w.viewer.audit.ListAuditRecords(aus.ListAuditRecordsRequest(target=flow.id),
+                                                    metadata=w.viewer.md)
+    assert [r.action for r in records.records] == ["workflow.submit", "workflow.approve"]
+    assert {r.chain for r in records.records} == {f"workflow:{flow.id}"}
+    assert [r.chain_sequence for r in records.records] == [1, 2]
+    v = await verify(w.admin)
+    assert v.ok, v.problem
+    assert v.runs_checked == 5  # make_world's four, and the workflow's first step
+    (aid,) = await one(db, "SELECT id FROM audit_log WHERE action = 'workflow.approve'")
+    await sql(db, "UPDATE audit_log SET actor = 'mallory' WHERE id = :a", a=aid)
+    v = await verify(w.admin)
+    assert v.problem.record.startswith(f"audit_log #{aid} (workflow.approve")
