@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -74,15 +75,18 @@ class Cell:
 
 
 async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *, clients: int,
-                      duration: float, warmup: float = 0.5, server_pid: int | None = None) -> Cell:
+                      duration: float, warmup: float = 0.5,
+                      server_pid: int | Sequence[int] | None = None) -> Cell:
     """Run ``clients`` callers that each issue ``await call(client_index, n)`` back to back.
 
     Calls that *start* during the first ``warmup`` seconds are not counted; calls that start
     before the end of the window are counted when they succeed (latency = that call's wall
-    time). Throughput is successful calls over the measurement window. With ``server_pid``,
-    also the server process's CPU time per call over the window: steadier than throughput
-    on a shared machine, since it shows the server's cost even when others take the cores.
+    time). Throughput is successful calls over the measurement window. With ``server_pid``
+    (one process or several), also the server processes' CPU time per call over the window:
+    steadier than throughput on a shared machine, since it shows the server's cost even when
+    others take the cores.
     """
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid or ())
     loop = asyncio.get_running_loop()
     start = loop.time()
     t_measure = start + warmup
@@ -91,8 +95,8 @@ async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *,
     errors = 0
     first_error = ""
     cpu_start: list[float | None] = [None]
-    if server_pid is not None:
-        loop.call_at(t_measure, lambda: cpu_start.__setitem__(0, process_cpu_seconds(server_pid)))
+    if pids:
+        loop.call_at(t_measure, lambda: cpu_start.__setitem__(0, processes_cpu_seconds(pids)))
 
     async def client(i: int) -> None:
         nonlocal errors, first_error
@@ -119,7 +123,7 @@ async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *,
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     window = max(loop.time() - t_measure, 1e-9)
-    cpu_end = process_cpu_seconds(server_pid) if server_pid is not None else None
+    cpu_end = processes_cpu_seconds(pids) if pids else None
     cpu_us = None
     if cpu_start[0] is not None and cpu_end is not None and latencies:
         cpu_us = (cpu_end - cpu_start[0]) * 1e6 / len(latencies)
@@ -127,6 +131,32 @@ async def closed_loop(op: str, call: Callable[[int, int], Awaitable[object]], *,
                 throughput=len(latencies) / window,
                 p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
                 first_error=first_error, server_cpu_us=cpu_us)
+
+
+def processes_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User + system CPU time of all ``pids`` so far; None if any is unreadable."""
+    total = 0.0
+    for pid in pids:
+        t = process_cpu_seconds(pid)
+        if t is None:
+            return None
+        total += t
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    """Ids of the live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return sorted(found)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -266,26 +296,46 @@ def announce(info: dict[str, Any]) -> None:
 ECHO_METHOD = "/bench.Echo/Echo"
 
 
-async def serve_echo() -> None:
-    """Child body: a bare grpc.aio unary echo server on 127.0.0.1:0 (bytes in, same bytes out)."""
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound with SO_REUSEPORT to a free port, never listening: holds the port number
+    while several server processes bind it too (the kernel spreads connections among them)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+async def serve_echo(port: int = 0) -> None:
+    """Child body: a bare grpc.aio unary echo server on 127.0.0.1 (bytes in, same bytes out);
+    ``port`` given: bound with SO_REUSEPORT beside other echo processes on that port."""
     import grpc
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if port else 0)])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})])
-    port = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    announce({"address": f"127.0.0.1:{port}", "pid": os.getpid()})
+    announce({"address": f"127.0.0.1:{bound}", "pid": os.getpid()})
     await wait_stdin_closed()
     await server.stop(0.5)
 
 
-def spawn_echo_server() -> ServerProcess:
+def spawn_echo_server(port: int = 0) -> ServerProcess:
     return spawn_server([sys.executable, "-c",
-                         "import asyncio, bench._common as c; asyncio.run(c.serve_echo())"])
+                         f"import asyncio, bench._common as c; asyncio.run(c.serve_echo({port}))"])
+
+
+def spawn_echo_servers(n: int) -> tuple[list[ServerProcess], socket.socket | None]:
+    """``n`` echo processes on one port (one: a plain server, as before); and the socket that
+    reserves the port (close it after stopping them)."""
+    if n == 1:
+        return [spawn_echo_server()], None
+    sock = reserve_port()
+    port = sock.getsockname()[1]
+    return [spawn_echo_server(port) for _ in range(n)], sock
 
 
 # --- databases ------------------------------------------------------------------------------------
