@@ -205,8 +205,8 @@ async def test_small_and_zero_numbers_are_kept(plane: Plane) -> None:
 @pytest.mark.parametrize(("fmt", "bad", "good"), [
     ("email", "not an address", "a@example.com"),
     ("date-time", "yesterday", "2024-01-01T00:00:00Z"),
-    ("uri", "no scheme", "https://example.com/x"),
-    ("ipv4", "300.1.1.1", "10.0.0.1"),
+    ("uri", "no scheme", "http://127.0.0.1/x"),
+    ("ipv4", "300.1.1.1", "127.0.0.1"),  # format checks only: nothing is dialled
     ("uuid", "xyz", "123e4567-e89b-12d3-a456-426614174000"),
     ("regex", "(?=x)", "^a+$"),
 ])
